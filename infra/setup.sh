@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Creates .venv and installs dataworth with the exact versions measured on these machines.
+# Safe to re-run: it reinstalls only when pyproject.toml or the constraints changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+
+stamp=.venv/.dataworth-installed
+want=$(cat pyproject.toml infra/constraints.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "[setup] installing dataworth and its pinned dependencies (first run takes a few minutes)"
+  # This machine's pip config names local wheel folders that may be absent: drop that noise only.
+  quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+  quiet .venv/bin/python -m pip install -q --upgrade pip
+  # constraints.txt pins torch==2.13.0 (the local CPU wheel); pyproject keeps ranges for users.
+  quiet .venv/bin/python -m pip install -q -c infra/constraints.txt -e '.[dev]'
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Second command of the README (and all that .ci/run does): install, then run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash infra/setup.sh
+source infra/env.sh
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,47 @@
+"""Typed configuration of the valuation core.
+
+Pydantic models, so the same objects validate user input, serialise into store metadata and
+render as forms in the Prefect UI.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+InitMethod = Literal["random", "pca"]
+FisherEstimator = Literal["empirical", "true"]
+InfluenceMode = Literal["dot", "cosine", "relatif"]
+
+
+class ProjectionConfig(BaseModel):
+    """Which modules LoGra tracks and how their gradients are projected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    modules: list[str] = Field(
+        default=["*"],
+        description="fnmatch patterns on qualified module names; an exact name must be trackable",
+    )
+    exclude: list[str] = Field(
+        default=["lm_head", "*.lm_head"],
+        description="patterns removed from the selection (the LM head is vocabulary-sized)",
+    )
+    rank_in: int = Field(default=16, ge=1, description="k_in: projected input dimension")
+    rank_out: int = Field(default=16, ge=1, description="k_out: projected output dimension")
+    init: InitMethod = Field(default="random", description="random Gaussian or PCA of KFAC factors")
+    seed: int = Field(default=0, description="seed of the random projection")
+
+
+class FisherConfig(BaseModel):
+    """How the projected Fisher is estimated and damped."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    estimator: FisherEstimator = Field(
+        default="empirical",
+        description="empirical: gradients of the training loss; true: labels sampled from the model",
+    )
+    damping: float = Field(default=0.1, ge=0.0, description="alpha in lambda = alpha * mean eigenvalue")
+    sample_seed: int = Field(default=0, description="seed of the sampled labels (true Fisher)")

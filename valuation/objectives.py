@@ -1,0 +1,95 @@
+"""Per-example losses that LoGra differentiates.
+
+An objective turns a batch into model outputs, then into one loss per example, summed over the
+example's tokens (never averaged over the batch: a mean would tie each example's gradient to the
+batch it happens to sit in). `sampled_losses` draws labels from the model's own predictive
+distribution, which gives the true Fisher instead of the empirical one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = -100
+Batch = Mapping[str, torch.Tensor]
+
+
+def example_generator(seed: int, example_id: str, device: torch.device) -> torch.Generator:
+    """A generator tied to one example, so sampled labels do not depend on batch composition."""
+    digest = hashlib.sha256(f"{seed}:{example_id}".encode()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def _sample_classes(logits: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """One class per row of logits[b, ..., C], example b drawn with generators[b]."""
+    probs = logits.detach().float().softmax(-1)
+    draws = [
+        torch.multinomial(p.reshape(-1, p.shape[-1]), 1, generator=g).reshape(p.shape[:-1])
+        for p, g in zip(probs, generators, strict=True)
+    ]
+    return torch.stack(draws)
+
+
+class Objective(Protocol):
+    def forward(self, model: nn.Module, batch: Batch) -> torch.Tensor: ...
+
+    def losses(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor: ...
+
+    def sampled_losses(
+        self, outputs: torch.Tensor, batch: Batch, generators: Sequence[torch.Generator]
+    ) -> torch.Tensor: ...
+
+    def attention_mask(self, batch: Batch) -> torch.Tensor | None: ...
+
+
+class CausalLMObjective:
+    """Next-token cross-entropy; batch holds input_ids, attention_mask and labels (-100 ignored)."""
+
+    def forward(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def losses(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self._summed_ce(outputs, batch["labels"])
+
+    def sampled_losses(self, outputs, batch, generators):
+        targets = batch["labels"][:, 1:]
+        sampled = _sample_classes(outputs[:, :-1], generators)
+        labels = batch["labels"].clone()
+        labels[:, 1:] = torch.where(targets == IGNORE_INDEX, targets, sampled)
+        return self._summed_ce(outputs, labels)
+
+    def attention_mask(self, batch: Batch) -> torch.Tensor | None:
+        return batch.get("attention_mask")
+
+    @staticmethod
+    def _summed_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # At least float32 under autocast; float64 models stay float64.
+        logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
+        labels = labels[:, 1:]
+        per_token = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+            ignore_index=IGNORE_INDEX, reduction="none",
+        )
+        return per_token.reshape(labels.shape).sum(dim=1)
+
+
+class ClassificationObjective:
+    """Cross-entropy of model(inputs) against integer labels; one example per row."""
+
+    def forward(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return model(batch["inputs"])
+
+    def losses(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return F.cross_entropy(outputs, batch["labels"], reduction="none")
+
+    def sampled_losses(self, outputs, batch, generators):
+        return F.cross_entropy(outputs, _sample_classes(outputs, generators), reduction="none")
+
+    def attention_mask(self, batch: Batch) -> torch.Tensor | None:
+        return None

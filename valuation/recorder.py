@@ -1,0 +1,96 @@
+"""Per-example projected gradients from the add-on layers, one batched einsum per module.
+
+While recording, each add-on's forward hands its projected input h = P_in x (masked by the
+attention mask) to the recorder, which hooks the bottleneck output z. In the backward pass the
+hook receives dL/dz = P_out delta and forms sum_t (P_out delta_t)(P_in x_t)^T for every example at
+once. No full gradient is ever built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import partial
+
+import torch
+
+from .errors import NonFiniteGradientError
+from .layers import LoGraAdapter
+from .layout import GradientLayout
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Statistics stay in float32 under bf16/fp16 autocast; float64 models keep float64 for proofs.
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class GradientRecorder:
+    def __init__(self, adapters: Mapping[str, LoGraAdapter], layout: GradientLayout):
+        self.adapters = dict(adapters)
+        self.layout = layout
+        self._mask: torch.Tensor | None = None
+        self._sums: dict[str, torch.Tensor] = {}
+        self._batch_size: int | None = None
+
+    @contextmanager
+    def recording(self, attention_mask: torch.Tensor | None = None) -> Iterator[None]:
+        """Record the forward passes run inside; their backward passes fill the gradients."""
+        self._mask, self._sums, self._batch_size = attention_mask, {}, None
+        for name, adapter in self.adapters.items():
+            adapter.tap = partial(self._on_forward, name)
+        try:
+            yield
+        finally:
+            for adapter in self.adapters.values():
+                adapter.tap = None
+            self._mask = None
+
+    def _on_forward(self, name: str, h: torch.Tensor, z: torch.Tensor) -> None:
+        if not z.requires_grad:
+            return
+        batch = h.shape[0]
+        if self._batch_size not in (None, batch):
+            raise ValueError(f"recorded batches of {self._batch_size} and {batch} examples at once")
+        self._batch_size = batch
+        mask = self._mask
+        if h.dim() == 3 and mask is not None and mask.shape == h.shape[:2]:
+            # Padding must not contribute even where a model lets it reach the loss.
+            h = h * mask.unsqueeze(-1).to(h.dtype)
+        h = h.detach()
+        z.register_hook(partial(self._accumulate, name, h))
+
+    def _accumulate(self, name: str, h: torch.Tensor, dz: torch.Tensor) -> None:
+        dtype = _accumulation_dtype(dz.dtype)
+        batch = h.shape[0]
+        h = h.reshape(batch, -1, h.shape[-1]).to(dtype)
+        dz = dz.reshape(batch, -1, dz.shape[-1]).to(dtype)
+        grad = torch.einsum("bto,bti->boi", dz, h)
+        self._sums[name] = self._sums[name] + grad if name in self._sums else grad
+
+    def pop_rows(self, example_ids: Sequence[str] | None = None) -> torch.Tensor:
+        """Flat rows (batch x K) of the gradients of the backward passes since the last pop.
+
+        Rows follow the layout's module order. A recording can be popped after each of several
+        backward passes through the same forward (data labels, then sampled labels).
+
+        Modules that got no gradient (unused in this forward) give zeros. Raises
+        NonFiniteGradientError naming the module and the examples if any value is NaN or inf.
+        """
+        if self._batch_size is None:
+            raise RuntimeError("no recorded forward pass with gradients: run forward inside recording()")
+        batch, sums = self._batch_size, self._sums
+        self._sums = {}
+        device = next(iter(self.adapters.values())).p_in.device
+        dtype = next((g.dtype for g in sums.values()), torch.float32)
+        parts = []
+        for spec in self.layout.modules:
+            grad = sums.get(spec.name)
+            if grad is None:
+                grad = torch.zeros(batch, spec.k_out, spec.k_in, dtype=dtype, device=device)
+            bad = ~torch.isfinite(grad).reshape(batch, -1).all(dim=1)
+            if bad.any():
+                rows = bad.nonzero().flatten().tolist()
+                names = [example_ids[i] for i in rows] if example_ids else [f"#{i}" for i in rows]
+                raise NonFiniteGradientError(spec.name, names)
+            parts.append(grad.reshape(batch, -1))
+        return torch.cat(parts, dim=1)
