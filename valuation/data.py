@@ -1,0 +1,141 @@
+"""Training examples: read them, tokenise them for the causal-LM loss, batch them.
+
+One example is one document (`text`) or one instruction pair (`prompt` + `response`). Its loss
+is summed over the tokens it is judged on: every token of a document, only the response of a
+pair (the prompt is given, so it carries no credit).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .objectives import IGNORE_INDEX
+
+
+class Example(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(min_length=1)
+    provider: str | None = None
+    text: str | None = None
+    prompt: str | None = None
+    response: str | None = None
+
+    @model_validator(mode="after")
+    def _one_format(self) -> Example:
+        has_pair = self.prompt is not None or self.response is not None
+        if self.text is not None and has_pair:
+            raise ValueError("give either text or prompt+response, not both")
+        if self.text is None and (self.prompt is None or self.response is None):
+            raise ValueError("need text, or both prompt and response")
+        return self
+
+    @property
+    def is_pair(self) -> bool:
+        return self.text is None
+
+
+def _first_problem(err: ValidationError) -> str:
+    problem = err.errors()[0]
+    where = ".".join(str(p) for p in problem["loc"])
+    return f"{where}: {problem['msg']}" if where else problem["msg"]
+
+
+def read_jsonl(path: str | Path) -> list[Example]:
+    """Every example of a JSONL file; blank lines are skipped, any bad line stops the read."""
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {number}: invalid JSON: {err.msg} at column {err.colno}") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
+            try:
+                examples.append(Example(**record))
+            except ValidationError as err:
+                raise ValueError(f"{path}, line {number}: {_first_problem(err)}") from None
+    return examples
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    id: str
+    input_ids: list[int]
+    labels: list[int]  # IGNORE_INDEX where the token is context only
+
+
+def encode_example(tokenizer, example: Example, max_length: int) -> EncodedExample:
+    """Token ids and labels of one example, cut to `max_length` tokens from the right."""
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 (one context and one predicted token), got {max_length}")
+    if example.is_pair:
+        # The tokenizer's own special tokens (a BOS, for models that use one) go before the prompt.
+        prompt = tokenizer(example.prompt)["input_ids"]
+        response = tokenizer(example.response, add_special_tokens=False)["input_ids"]
+        if tokenizer.eos_token_id is not None:
+            response = response + [tokenizer.eos_token_id]  # so the model learns where answers end
+        input_ids = prompt + response
+        labels = [IGNORE_INDEX] * len(prompt) + response
+    else:
+        input_ids = tokenizer(example.text)["input_ids"]
+        labels = list(input_ids)
+    input_ids, labels = input_ids[:max_length], labels[:max_length]
+    # Position 0 is never predicted (nothing comes before it), so it cannot carry loss.
+    if all(label == IGNORE_INDEX for label in labels[1:]):
+        if example.is_pair and len(prompt) >= max_length:
+            reason = f"its prompt alone is {len(prompt)} tokens, max_length is {max_length}"
+        else:
+            reason = f"it is {len(input_ids)} token(s) long and the first is never predicted"
+        raise ValueError(f"example {example.id!r} has no token to compute a loss on: {reason}")
+    return EncodedExample(example.id, input_ids, labels)
+
+
+def collate(encoded: Sequence[EncodedExample], pad_id: int | None) -> dict:
+    """Right-padded batch: input_ids, attention_mask, labels (IGNORE_INDEX at padding), example_ids.
+
+    `pad_id` may be None (GPT-2 tokenizers have no pad token): padding is masked out and never
+    labelled, so any in-vocabulary id serves and 0 is used.
+    """
+    if not encoded:
+        raise ValueError("cannot collate an empty list of examples")
+    width = max(len(e.input_ids) for e in encoded)
+    input_ids = torch.full((len(encoded), width), 0 if pad_id is None else pad_id, dtype=torch.long)
+    labels = torch.full((len(encoded), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, e in enumerate(encoded):
+        n = len(e.input_ids)
+        input_ids[row, :n] = torch.tensor(e.input_ids, dtype=torch.long)
+        labels[row, :n] = torch.tensor(e.labels, dtype=torch.long)
+        attention_mask[row, :n] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "example_ids": [e.id for e in encoded],
+    }
+
+
+def batches(
+    encoded: Sequence[EncodedExample], batch_size: int, pad_id: int | None, *, by_length: bool = False
+) -> Iterator[dict]:
+    """Collated batches of `batch_size` examples (the last may be smaller).
+
+    In input order by default. `by_length` groups examples of similar length to waste less
+    compute on padding: a stable sort by length, so ties keep input order and the batches are
+    the same on every run; rows then come out in that order, as `example_ids` says.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    order = sorted(encoded, key=lambda e: len(e.input_ids)) if by_length else list(encoded)
+    for start in range(0, len(order), batch_size):
+        yield collate(order[start : start + batch_size], pad_id)
