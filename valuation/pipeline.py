@@ -1,0 +1,79 @@
+"""Log LoGra gradients for a list of examples: tokenise, batch, forward/backward, collect.
+
+Used for training shards (rows + Fisher partial sums) and for queries (rows only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import FisherConfig
+from .data import Example, batches, encode_example
+from .fisher import FisherPartial
+from .logra import LoGra
+
+
+@dataclass
+class LoggedExamples:
+    ids: list[str]
+    rows: np.ndarray  # examples x K, float32
+    fisher: FisherPartial  # partial sums of this set's Fisher rows
+    n_tokens: np.ndarray  # loss tokens per example
+    losses: np.ndarray
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast_dtype_for(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """bf16 autocast on GPUs that have it (fp16 elsewhere on GPU); full precision on CPU."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def log_examples(
+    logra: LoGra,
+    tokenizer,
+    examples: Sequence[Example],
+    *,
+    batch_size: int = 16,
+    max_length: int = 256,
+    fisher: FisherConfig | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    progress: str | None = None,
+) -> LoggedExamples:
+    """Projected gradients of every example, in input order, with their Fisher partial sums."""
+    device = logra.bottlenecks[0].device
+    encoded = [encode_example(tokenizer, ex, max_length) for ex in examples]
+    loss_scale = 1024.0 if autocast_dtype == torch.float16 else 1.0
+    partial = FisherPartial.zeros(logra.layout)
+    rows, tokens, losses = [], [], []
+    bar = tqdm(total=len(encoded), desc=progress, unit="ex", disable=progress is None, leave=False)
+    for batch in batches(encoded, batch_size, tokenizer.pad_token_id):
+        on_device = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        logged = logra.log_batch(on_device, fisher=fisher, autocast_dtype=autocast_dtype, loss_scale=loss_scale)
+        partial.update(logged.fisher_rows)
+        rows.append(logged.rows.float().cpu().numpy())
+        tokens.append((batch["labels"][:, 1:] != -100).sum(dim=1).numpy())
+        losses.append(logged.losses.float().cpu().numpy())
+        bar.update(len(batch["example_ids"]))
+    bar.close()
+    k = logra.layout.total
+    return LoggedExamples(
+        ids=[e.id for e in encoded],
+        rows=np.concatenate(rows) if rows else np.zeros((0, k), np.float32),
+        fisher=partial,
+        n_tokens=np.concatenate(tokens) if tokens else np.zeros(0, np.int64),
+        losses=np.concatenate(losses) if losses else np.zeros(0, np.float32),
+    )
