@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/setup.sh
+bash infra/ensure-browser.sh  # headless Chromium for the HTML report test
 source infra/env.sh
 exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,140 @@
+"""The change per provider between two reports: the night-over-night view (`dataworth report diff`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from .build import plain
+from .model import Report, _Model
+
+# Always differ between runs; shown in the header rather than listed as changes.
+_RUN_FIELDS = {"created_at", "run_id"}
+
+
+class ProviderChange(_Model):
+    provider: str
+    status: Literal["kept", "new", "gone"]
+    share_before: float | None = None
+    share_after: float | None = None
+    positive_credit_before: float | None = None
+    positive_credit_after: float | None = None
+    total_credit_before: float | None = None
+    total_credit_after: float | None = None
+    rank_before: int | None = None
+    rank_after: int | None = None
+
+    @property
+    def share_delta(self) -> float | None:
+        return _delta(self.share_before, self.share_after)
+
+
+class ProvenanceChange(_Model):
+    field: str
+    before: str
+    after: str
+
+
+class ReportDiff(_Model):
+    before: str  # when and which run, for the header
+    after: str
+    provenance: list[ProvenanceChange]
+    providers: list[ProviderChange]  # largest share change first; new and gone ones count in full
+
+
+def _delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+def load_report(path: str | os.PathLike) -> Report:
+    """A report from its report.json or from the directory write_report wrote it to."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    return Report.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def _run_label(report: Report) -> str:
+    p = report.provenance
+    return p.created_at.isoformat() + (f"  run {p.run_id}" if p.run_id else "")
+
+
+def diff_reports(before: Report, after: Report) -> ReportDiff:
+    old = {p.provider: (rank, p) for rank, p in enumerate(before.ranked_providers(), start=1)}
+    new = {p.provider: (rank, p) for rank, p in enumerate(after.ranked_providers(), start=1)}
+    changes = []
+    for name in sorted(old.keys() | new.keys()):
+        fields = {}
+        for side, ranked in (("before", old), ("after", new)):
+            if name in ranked:
+                rank, p = ranked[name]
+                fields |= {
+                    f"share_{side}": p.share,
+                    f"positive_credit_{side}": p.positive_credit,
+                    f"total_credit_{side}": p.total_credit,
+                    f"rank_{side}": rank,
+                }
+        status = "kept" if name in old and name in new else "new" if name in new else "gone"
+        changes.append(ProviderChange(provider=name, status=status, **fields))
+    changes.sort(key=lambda c: -abs((c.share_after or 0.0) - (c.share_before or 0.0)))  # stable: ties by name
+
+    a, b = before.provenance.model_dump(mode="json"), after.provenance.model_dump(mode="json")
+    provenance = [
+        ProvenanceChange(field=key, before=str(a[key]), after=str(b[key]))
+        for key in a
+        if key not in _RUN_FIELDS and a[key] != b[key]
+    ]
+    return ReportDiff(before=_run_label(before), after=_run_label(after), provenance=provenance, providers=changes)
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.4g}"
+
+
+def _signed(x: float | None, fmt: str) -> str:
+    return "" if x is None else format(x, "+" + fmt)
+
+
+def format_diff(diff: ReportDiff) -> str:
+    """A plain-text table for the terminal, arrows of each before → after column aligned."""
+    header = [
+        "provider", "share", "Δ share (pp)", "rank", "positive credit", "Δ positive", "total credit", "Δ total", ""
+    ]
+    rows = [
+        [
+            plain(c.provider),  # names are untrusted: no escape sequences into the terminal
+            (_pct(c.share_before), _pct(c.share_after)),
+            _signed(None if c.share_delta is None else c.share_delta * 100, ".1f"),
+            (str(c.rank_before or "—"), str(c.rank_after or "—")),
+            (_num(c.positive_credit_before), _num(c.positive_credit_after)),
+            _signed(_delta(c.positive_credit_before, c.positive_credit_after), ".4g"),
+            (_num(c.total_credit_before), _num(c.total_credit_after)),
+            _signed(_delta(c.total_credit_before, c.total_credit_after), ".4g"),
+            "" if c.status == "kept" else c.status,
+        ]
+        for c in diff.providers
+    ]
+    for i in range(len(header)):
+        pairs = [r[i] for r in rows if isinstance(r[i], tuple)]
+        if pairs:
+            left, right = (max(len(p[side]) for p in pairs) for side in (0, 1))
+            for r in rows:
+                r[i] = f"{r[i][0].rjust(left)} → {r[i][1].rjust(right)}"
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        # Names and status left-aligned, figures right-aligned so digits line up.
+        edges = (0, len(cells) - 1)
+        return "  ".join(c.ljust(w) if i in edges else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    lines = [f"before  {diff.before}", f"after   {diff.after}"]
+    lines += [f"changed {c.field}: {plain(c.before)} → {plain(c.after)}" for c in diff.provenance]
+    if any(c.field == "query_set_sha256" for c in diff.provenance):
+        lines.append("note: the query sets differ, so shares are over different queries")
+    lines += ["", line(header).rstrip(), *(line(r).rstrip() for r in rows)]
+    return "\n".join(lines) + "\n"

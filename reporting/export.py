@@ -1,0 +1,133 @@
+"""Per-provider exports and writing a report's files to a directory.
+
+A provider receives only its own examples and its own figures: other providers' names, examples
+and per-provider numbers stay in the full report. Aggregates over all data (the query snippets,
+quantiles of all scores, the stability of the ranking) carry no one provider's information.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import unicodedata
+from pathlib import Path
+
+from .model import CreditMatrix, Report, ScoreHistogram
+from .render import to_csv, to_html, to_json, to_markdown
+
+
+def _own_histogram(histogram: ScoreHistogram | None, provider: str) -> ScoreHistogram | None:
+    counts = histogram.counts.get(provider) if histogram else None
+    if not counts or not any(counts):
+        return None
+    # Trimmed to the provider's occupied bins: the shared edges span every provider's extremes,
+    # which would tell it how far another provider's best (or worst) example scored.
+    occupied = [i for i, c in enumerate(counts) if c]
+    first, last = occupied[0], occupied[-1] + 1
+    return ScoreHistogram(
+        label=histogram.label,
+        bin_edges=histogram.bin_edges[first : last + 1],
+        counts={provider: counts[first:last]},
+    )
+
+
+def provider_export(report: Report, provider: str) -> Report:
+    """The report as `provider` may see it: its own figures, examples and credit column only."""
+    mine = report.provider(provider)
+    column = report.credit_matrix.providers.index(provider)
+    return Report(
+        title=report.title,
+        scope=provider,
+        provenance=report.provenance,
+        band=report.band,
+        providers=[mine],
+        queries=[
+            q.model_copy(
+                update={
+                    "top_providers": [],
+                    "top_examples": [e for e in q.top_examples if e.provider == provider],
+                }
+            )
+            for q in report.queries
+        ],
+        credit_matrix=CreditMatrix(
+            queries=report.credit_matrix.queries,
+            providers=[provider],
+            values=[[row[column]] for row in report.credit_matrix.values],
+        ),
+        stability=report.stability,
+        score_histogram=_own_histogram(report.score_histogram, provider),
+    )
+
+
+def export_filename(provider: str) -> str:
+    """`<provider>.json`, refusing any name that is not one plain file name.
+
+    Names come from the providers' own data: a "../" or an absolute path would write elsewhere.
+    """
+    if (
+        not provider
+        or provider.startswith(".")  # ".", ".." and hidden files
+        or "/" in provider
+        or "\\" in provider
+        or any(unicodedata.category(c).startswith("C") for c in provider)  # NUL, controls, bidi overrides
+        or len(provider.encode()) > 200
+    ):
+        raise ValueError(f"provider name {provider!r} cannot be used as a file name")
+    return f"{provider}.json"
+
+
+def _export_paths(directory: Path, providers: list[str]) -> dict[str, Path]:
+    paths, seen = {}, {}
+    root = (directory / "providers").resolve()
+    for name in providers:
+        # Names that differ only in case or Unicode form are one file on macOS and Windows: one
+        # provider's export would overwrite, and be sent as, another's.
+        key = unicodedata.normalize("NFC", name).casefold()
+        if key in seen:
+            raise ValueError(f"providers {seen[key]!r} and {name!r} would share one export file")
+        seen[key] = name
+        path = root / export_filename(name)
+        if path.parent != root:
+            raise ValueError(f"provider name {name!r} escapes the export directory")
+        paths[name] = path
+    return paths
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never a half-written one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the report from whoever serves it
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(report: Report, directory: str | os.PathLike) -> dict[str, Path]:
+    """Write every format and every provider's export; returns kind -> path.
+
+    Kinds: json, markdown, html, providers_csv, credit_matrix_csv and `provider:<name>`. All names
+    are checked before anything is written, and report.json is written last, so its presence
+    means the directory is complete.
+    """
+    directory = Path(directory).resolve()
+    exports = _export_paths(directory, [p.provider for p in report.providers])
+    csvs = to_csv(report)
+    files = {
+        "markdown": (directory / "report.md", to_markdown(report)),
+        "html": (directory / "report.html", to_html(report)),
+        "providers_csv": (directory / "providers.csv", csvs["providers.csv"]),
+        "credit_matrix_csv": (directory / "credit_matrix.csv", csvs["credit_matrix.csv"]),
+        **{f"provider:{name}": (path, to_json(provider_export(report, name))) for name, path in exports.items()},
+        "json": (directory / "report.json", to_json(report)),
+    }
+    (directory / "providers").mkdir(parents=True, exist_ok=True)
+    for path, text in files.values():
+        _write_atomic(path, text)
+    return {kind: path for kind, (path, _) in files.items()}

@@ -1,0 +1,155 @@
+"""The contribution report as data: what every output format and every export is rendered from.
+
+Models are frozen and reject unknown fields, so a report loaded from disk is exactly what was
+written, and an export cannot carry a field nobody reviewed for leaks.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Provenance(_Model):
+    """Everything needed to reproduce the figures, or to tell why two reports differ."""
+
+    model_name: str
+    model_fingerprint: str
+    projection_fingerprint: str
+    projection: dict  # the projection config (kind, ranks, seed, ...) as stored with the gradients
+    store_url: str
+    store_version: str
+    fisher_snapshot: int | None  # None: influence without preconditioning
+    fisher_alpha: float
+    fisher_estimator: str
+    influence_mode: str
+    query_set_sha256: str
+    code_version: str
+    created_at: datetime
+    run_id: str | None = None
+
+
+class ExampleEvidence(_Model):
+    example_id: str
+    provider: str
+    score: float  # positive: the example lowered the query's loss
+    snippet: str
+
+
+class QueryEvidence(_Model):
+    """A provider's own best examples for one query, with its credit on that query."""
+
+    query_id: str
+    credit: float
+    examples: list[ExampleEvidence]
+
+
+class ProviderReport(_Model):
+    provider: str
+    total_credit: float
+    positive_credit: float
+    share: float  # of all providers' positive credit
+    share_low: float
+    share_high: float
+    examples: int  # examples valued
+    top_examples_by_query: list[QueryEvidence]  # its highest-credit queries first
+
+
+class ProviderCredit(_Model):
+    provider: str
+    credit: float
+
+
+class QueryReport(_Model):
+    query_id: str
+    snippet: str
+    top_providers: list[ProviderCredit]
+    top_examples: list[ExampleEvidence]
+    score_quantiles: dict[str, float] | None = None  # e.g. {"p50": ..., "p99": ...} over all examples
+
+
+class CreditMatrix(_Model):
+    queries: list[str]
+    providers: list[str]
+    values: list[list[float]]  # queries x providers
+
+    @model_validator(mode="after")
+    def _shape(self) -> CreditMatrix:
+        if len(self.values) != len(self.queries) or any(len(r) != len(self.providers) for r in self.values):
+            raise ValueError("credit matrix values must be queries x providers")
+        return self
+
+
+class Band(_Model):
+    """How share_low/share_high were obtained, so a reader can judge (and reproduce) them."""
+
+    method: str = "bootstrap over queries"
+    resamples: int
+    seed: int
+    low_percentile: float = 5.0  # those of valuation.credit.summarise
+    high_percentile: float = 95.0
+
+
+class Stability(_Model):
+    """Agreement of provider credits across projection seeds: the noise the bootstrap cannot see."""
+
+    seeds: list[int]
+    spearman_mean: float
+    spearman_min: float
+    note: str = ""
+
+
+class ScoreHistogram(_Model):
+    """Per provider, counts of its examples' scores in shared bins (the distribution chart)."""
+
+    label: str  # what was binned, e.g. "mean influence over queries"
+    bin_edges: list[float]
+    counts: dict[str, list[int]]
+
+    @model_validator(mode="after")
+    def _bins(self) -> ScoreHistogram:
+        if len(self.bin_edges) < 2 or any(len(c) != len(self.bin_edges) - 1 for c in self.counts.values()):
+            raise ValueError("each provider needs one count per bin (len(bin_edges) - 1)")
+        return self
+
+
+class Report(_Model):
+    schema_version: int = 1
+    title: str
+    scope: str | None = None  # a provider's name in a per-provider export; None for the full report
+    provenance: Provenance
+    band: Band
+    providers: list[ProviderReport]
+    queries: list[QueryReport]
+    credit_matrix: CreditMatrix
+    stability: Stability | None = None
+    score_histogram: ScoreHistogram | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Report:
+        names = [p.provider for p in self.providers]
+        if len(set(names)) != len(names):
+            raise ValueError("provider names must be unique")
+        if self.credit_matrix.providers != names:
+            raise ValueError("credit matrix columns must be the report's providers, in order")
+        if self.credit_matrix.queries != [q.query_id for q in self.queries]:
+            raise ValueError("credit matrix rows must be the report's queries, in order")
+        if self.score_histogram and not set(self.score_histogram.counts) <= set(names):
+            raise ValueError("score histogram names a provider the report does not have")
+        return self
+
+    def provider(self, name: str) -> ProviderReport:
+        for p in self.providers:
+            if p.provider == name:
+                return p
+        raise KeyError(f"no provider {name!r} in this report")
+
+    def ranked_providers(self) -> list[ProviderReport]:
+        """Largest share first, ties by name: the one order every table and the diff's rank use."""
+        return sorted(self.providers, key=lambda p: (-p.share, p.provider))
+
