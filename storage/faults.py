@@ -1,0 +1,20 @@
+"""Named crash points for testing crash safety with a real SIGKILL.
+
+Set DATAWORTH_STORE_CRASH_AT=<point> in a writer's environment and it kills itself at that step
+of a commit: no finally blocks, no atexit, exactly like a machine losing power to the process.
+Unset (always, outside tests), each point costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV_VAR = "DATAWORTH_STORE_CRASH_AT"
+ROWS_WRITTEN = "rows_written"  # rows, metadata and aggregates written; manifest entry not yet
+MANIFEST_WRITTEN = "manifest_written"  # staged shard committed; its staging area not yet removed
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get(ENV_VAR) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,63 @@
+"""Where a store lives: a local path or any fsspec URL, and where its committer lock lives."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zarr
+from zarr.abc.store import Store
+from zarr.core.sync import sync
+from zarr.errors import GroupNotFoundError
+from zarr.storage import FsspecStore, LocalStore
+
+from .errors import StoreNotFoundError
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    url: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def local_path(self) -> Path | None:
+        """The directory of a local store (plain path or file:// URL), None for other URLs."""
+        if self.url.startswith("file://"):
+            return Path(self.url[len("file://"):])
+        if "://" in self.url:
+            return None
+        return Path(self.url).expanduser()
+
+    @property
+    def lock_path(self) -> Path:
+        """Beside a local store (inside it would look like a node to Zarr); for remote URLs a
+        host-local file, so the lock excludes committers on this machine only."""
+        local = self.local_path
+        if local is not None:
+            return local.resolve().with_name(local.resolve().name + ".lock")
+        digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / "dataworth-locks" / f"{digest}.lock"
+
+    def zarr_store(self, read_only: bool = False) -> Store:
+        local = self.local_path
+        if local is not None:
+            # LocalStore writes each key to a temporary file and renames it: a killed writer never
+            # leaves a torn chunk or zarr.json. (fsspec's file:// store writes in place.)
+            return LocalStore(local, read_only=read_only)
+        return FsspecStore.from_url(self.url, storage_options=self.storage_options or None, read_only=read_only)
+
+
+def open_root(store: Store, url: str, mode: str = "r+") -> zarr.Group:
+    """The root group, read fresh from the store (never from consolidated metadata, which goes stale)."""
+    try:
+        return zarr.open_group(store=store, mode=mode, use_consolidated=False)
+    except (FileNotFoundError, GroupNotFoundError) as exc:
+        raise StoreNotFoundError(url) from exc
+
+
+def stored_bytes(store: Store, prefix: str = "") -> int:
+    """Bytes the store holds under `prefix`, as written (after compression)."""
+    return sync(store.getsize_prefix(prefix))

@@ -1,0 +1,100 @@
+"""The row arrays of one group (the store's root, or a worker's staging area), kept in step.
+
+Rows, per-row scales and metadata columns share one row index and one chunking, so a row range
+is the same chunks in every array. Whoever resizes or writes them must own them: the committer
+under the lock for the root, one worker for its staging group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+
+from .codecs import CodecConfig, EncodedRows, aux_compressors
+from .schema import INT_COLUMNS, META, ROW_SCALE, ROWS, STRING_COLUMNS, RowMetadata, StoredMetadata
+
+
+def _strings(values: list[str]) -> np.ndarray:
+    # Objects, not numpy's fixed-width str dtype: that pads every id to the longest snippet and
+    # silently drops trailing NUL characters. (numpy 2's StringDType would do; 1.26 lacks it.)
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def create_row_arrays(group: zarr.Group, width: int, codec: CodecConfig, chunk_rows: int) -> None:
+    group.create_array(
+        ROWS, shape=(0, width), dtype=codec.storage_dtype, chunks=(chunk_rows, max(width, 1)),
+        compressors=codec.compressors(), fill_value=0,
+    )
+    if codec.scaled:
+        group.create_array(
+            ROW_SCALE, shape=(0,), dtype="<f4", chunks=(chunk_rows,), compressors=aux_compressors(), fill_value=0
+        )
+    meta = group.create_group(META)
+    for name in STRING_COLUMNS:
+        meta.create_array(name, shape=(0,), dtype=str, chunks=(chunk_rows,), compressors=aux_compressors())
+    for name in INT_COLUMNS:
+        meta.create_array(
+            name, shape=(0,), dtype="<i8", chunks=(chunk_rows,), compressors=aux_compressors(), fill_value=0
+        )
+
+
+@dataclass
+class RowArrays:
+    rows: zarr.Array
+    scale: zarr.Array | None
+    columns: dict[str, zarr.Array]
+
+    @classmethod
+    def of(cls, group: zarr.Group) -> RowArrays:
+        """The group's row arrays, with their current shapes read fresh from the store."""
+        meta = group[META]
+        return cls(
+            group[ROWS],
+            group[ROW_SCALE] if ROW_SCALE in group else None,
+            {name: meta[name] for name in (*STRING_COLUMNS, *INT_COLUMNS)},
+        )
+
+    @property
+    def chunk_rows(self) -> int:
+        return self.rows.chunks[0]
+
+    def _all(self) -> list[zarr.Array]:
+        return [self.rows, *([self.scale] if self.scale is not None else []), *self.columns.values()]
+
+    def lengths(self) -> list[int]:
+        return [array.shape[0] for array in self._all()]
+
+    def resize(self, n: int) -> None:
+        for array in self._all():
+            if array.shape[0] != n:
+                array.resize((n, *array.shape[1:]))
+
+    def write(self, start: int, encoded: EncodedRows, meta: RowMetadata, shard_hash: str) -> None:
+        stop = start + len(encoded)
+        if stop == start:
+            return
+        self.rows[start:stop] = encoded.codes
+        if self.scale is not None:
+            self.scale[start:stop] = encoded.scale
+        self.columns["example_id"][start:stop] = _strings(meta.example_ids)
+        self.columns["provider"][start:stop] = _strings(meta.providers)
+        self.columns["shard"][start:stop] = _strings([shard_hash] * len(encoded))
+        self.columns["snippet"][start:stop] = _strings(meta.snippets)
+        self.columns["n_tokens"][start:stop] = meta.n_tokens
+
+    def read_encoded(self, start: int, stop: int) -> EncodedRows:
+        scale = self.scale[start:stop] if self.scale is not None else None
+        return EncodedRows(self.rows[start:stop], scale)
+
+    def read_meta(self, start: int, stop: int) -> StoredMetadata:
+        def strings(name: str) -> list[str]:
+            return self.columns[name][start:stop].tolist()
+
+        return StoredMetadata(
+            strings("example_id"), strings("provider"), self.columns["n_tokens"][start:stop],
+            strings("snippet"), strings("shard"),
+        )

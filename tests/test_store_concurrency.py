@@ -1,0 +1,73 @@
+"""Several processes on one store at once: nothing lost, nothing duplicated, a clear lock error."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from storage import GradientStore, StoreLockedError, verify_store
+from tests.test_store_support import MODEL, SPEC, make_shard, run_child
+
+
+def expected_rows(seeds) -> dict[str, np.ndarray]:
+    return {make_shard(seed, 30)[2].example_ids[0]: make_shard(seed, 30)[1] for seed in seeds}
+
+
+def check_all_rows_once(store: GradientStore, seeds) -> None:
+    store.refresh()
+    meta = store.read_metadata()
+    assert len(meta.example_ids) == len(set(meta.example_ids)) == 30 * len(seeds)
+    assert len(store.manifest) == len(seeds)
+    rows = store.read_rows()
+    for entry in store.manifest:  # each shard's rows landed intact and in order
+        first_id = meta.example_ids[entry.row_start]
+        np.testing.assert_allclose(rows[entry.row_start:entry.row_stop], expected_rows(seeds)[first_id], rtol=2.0**-8)
+    assert verify_store(store.url) == []
+
+
+def test_parallel_loggers_stage_while_a_committer_commits(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    store = GradientStore.create(url, SPEC, MODEL, chunk_rows=8)
+    workers = {f"w{i}": [10 * i + j for j in range(3)] for i in range(3)}
+    children = [
+        run_child("stage", {"url": url, "worker": w, "seeds": s, "rows": 30}, wait=False) for w, s in workers.items()
+    ]
+    while any(child.poll() is None for child in children):
+        store.commit_staged()  # races the workers: only shards marked ready may move
+    for child in children:
+        child.communicate()
+    assert all(child.returncode == 0 for child in children)
+    store.commit_staged()
+    check_all_rows_once(store, [seed for seeds in workers.values() for seed in seeds])
+
+
+def test_two_ingestion_runs_at_once_serialise_on_the_lock(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    store = GradientStore.create(url, SPEC, MODEL, chunk_rows=8)
+    runs = [
+        run_child("commit", {"url": url, "seeds": seeds, "rows": 30}, wait=False)
+        for seeds in ([0, 1, 2, 3], [2, 3, 4, 5])
+    ]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    assert sum(out.count(": committed") for out in outputs) == 6  # seeds 2 and 3 went in once
+    check_all_rows_once(store, range(6))
+
+
+def test_a_held_lock_gives_a_clear_error_and_dies_with_its_holder(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    store = GradientStore.create(url, SPEC, MODEL, chunk_rows=8)
+    holder = run_child("hold_lock", {"url": url, "seconds": 60}, wait=False)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        waiting = GradientStore.open(url, lock_timeout=0.3)
+        with pytest.raises(StoreLockedError) as err:
+            waiting.commit_shard(*make_shard(0, 30), spec=SPEC, model_fingerprint=MODEL)
+        assert url in str(err.value) and f"pid {holder.pid}" in str(err.value) and "0.3 s" in str(err.value)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.communicate()
+    assert store.commit_shard(*make_shard(0, 30), spec=SPEC, model_fingerprint=MODEL).committed

@@ -1,0 +1,90 @@
+"""Shared pieces of the store tests: a small projection, deterministic shards, and child processes.
+
+Child processes run `python -m tests.test_store_support <action> <json>` from the repository
+root, so crash and concurrency tests exercise real, separate processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from storage import GradientStore, RowMetadata
+from storage.location import StoreLocation
+from storage.lock import committer_lock
+from valuation.config import ProjectionConfig
+from valuation.layout import GradientLayout, ModuleSpec
+from valuation.spec import ProjectionSpec
+
+REPO = Path(__file__).resolve().parent.parent
+PROVIDERS = ("alice", "bob", "carol")
+MODEL = {"architecture": "TinyNet", "config": {"n_layer": 2}, "weights_sha256": "ab" * 32, "fingerprint": "model-a"}
+
+
+def make_spec(seed: int = 0) -> ProjectionSpec:
+    layout = GradientLayout((
+        ModuleSpec("block.0.attn", "conv1d", 16, 24, 4, 3),
+        ModuleSpec("block.0.mlp", "linear", 16, 16, 2, 5),
+    ))
+    config = ProjectionConfig(rank_in=4, rank_out=5, seed=seed)
+    return ProjectionSpec(config, layout, hashlib.sha256(str(seed).encode()).hexdigest())
+
+
+SPEC = make_spec()
+WIDTH = SPEC.layout.total
+
+
+def make_shard(seed: int, n: int = 50) -> tuple[str, np.ndarray, RowMetadata]:
+    """A shard of n rows whose scale varies over orders of magnitude, like real gradients."""
+    rng = np.random.default_rng(seed)
+    rows = (rng.standard_normal((n, WIDTH)) * 10.0 ** rng.uniform(-3, 3, size=(n, 1))).astype(np.float32)
+    ids = [f"s{seed}-ex{i}" for i in range(n)]
+    meta = RowMetadata(ids, [PROVIDERS[(seed + i) % len(PROVIDERS)] for i in range(n)], rng.integers(1, 200, n))
+    digest = hashlib.sha256(rows.tobytes() + "".join(ids).encode()).hexdigest()
+    return digest, rows, meta
+
+
+def run_child(action: str, args: dict, *, env: dict | None = None, wait: bool = True, timeout: float = 120):
+    """Run one action of this module in a fresh Python process."""
+    command = [sys.executable, "-m", "tests.test_store_support", action, json.dumps(args)]
+    child_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    if not wait:
+        return subprocess.Popen(command, cwd=REPO, env=child_env, stdout=subprocess.PIPE, text=True)
+    return subprocess.run(command, cwd=REPO, env=child_env, capture_output=True, text=True, timeout=timeout)
+
+
+def _commit(args: dict) -> None:
+    store = GradientStore.open(args["url"], lock_timeout=args.get("lock_timeout", 60))
+    for seed in args["seeds"]:
+        shard_hash, rows, meta = make_shard(seed, args.get("rows", 50))
+        print(store.commit_shard(shard_hash, rows, meta, spec=SPEC, model_fingerprint=MODEL), flush=True)
+
+
+def _stage(args: dict) -> None:
+    store = GradientStore.open(args["url"])
+    area = store.stage(args["worker"], spec=SPEC, model_fingerprint=MODEL)
+    for seed in args["seeds"]:
+        shard_hash, rows, meta = make_shard(seed, args.get("rows", 50))
+        print(area.write_shard(shard_hash, rows, meta), flush=True)
+    if args.get("commit"):
+        print(store.commit_staged(), flush=True)
+
+
+def _hold_lock(args: dict) -> None:
+    location = StoreLocation(args["url"])
+    with committer_lock(location.lock_path, location.url, timeout=10):
+        print("locked", flush=True)
+        time.sleep(args["seconds"])
+
+
+ACTIONS = {"commit": _commit, "stage": _stage, "hold_lock": _hold_lock}
+
+if __name__ == "__main__":
+    ACTIONS[sys.argv[1]](json.loads(sys.argv[2]))
