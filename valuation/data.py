@@ -40,6 +40,11 @@ class Example(BaseModel):
     def is_pair(self) -> bool:
         return self.text is None
 
+    @property
+    def display_text(self) -> str:
+        """The example as one text, for snippets in reports."""
+        return self.text if self.text is not None else f"{self.prompt} {self.response}"
+
 
 def _first_problem(err: ValidationError) -> str:
     problem = err.errors()[0]

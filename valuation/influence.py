@@ -18,7 +18,7 @@ from .config import InfluenceMode
 from .fisher import FisherSnapshot
 
 
-def _safe_rsqrt(values: torch.Tensor) -> torch.Tensor:
+def safe_rsqrt(values: torch.Tensor) -> torch.Tensor:
     # A row with zero self-influence has zero dot products too; keep its score at zero.
     roots = values.clamp_min(0.0).sqrt()
     return torch.where(roots > 0, 1.0 / roots, torch.zeros_like(roots))
@@ -51,11 +51,11 @@ def influence_scores(
         return scores
     if train_self_influence is None:
         raise ValueError(f"mode {mode!r} needs the training rows' self-influence")
-    scores = scores * _safe_rsqrt(train_self_influence.to(torch.float64))[None, :]
+    scores = scores * safe_rsqrt(train_self_influence.to(torch.float64))[None, :]
     if mode == "relatif":
         return scores
     if mode == "cosine":
-        return scores * _safe_rsqrt(queries.self_influence)[:, None]
+        return scores * safe_rsqrt(queries.self_influence)[:, None]
     raise ValueError(f"unknown influence mode {mode!r}; use dot, cosine or relatif")
 
 

@@ -1,0 +1,157 @@
+"""The `dataworth` command: run flows, serve deployments, inspect stores, compare reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXAMPLES = """\
+examples:
+  dataworth run nightly                      # the whole nightly valuation on the bundled sample
+  dataworth run nightly --landing /data/new --queries q.jsonl --model ./my-model
+  dataworth run ingest --workspace /srv/val  # only log and commit new shards
+  dataworth run refresh-fisher --force       # recompute the Fisher snapshot now
+  dataworth server                           # Prefect server + UI on http://127.0.0.1:4200
+  dataworth serve --cron "0 2 * * *" --timezone Europe/Berlin
+  dataworth store info                       # rows, providers, shards, snapshots
+  dataworth store verify                     # manifest vs rows vs checksums (exit 1 on damage)
+  dataworth report diff .dataworth/reports/A .dataworth/reports/B
+"""
+
+
+def _workspace_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workspace", default=".dataworth", help="state directory (default: %(default)s)")
+
+
+def _run_args(parser: argparse.ArgumentParser) -> None:
+    _workspace_args(parser)
+    parser.add_argument("--landing", help="where new shards arrive (default: the bundled sample shards)")
+    parser.add_argument("--queries", help="JSONL of model outputs to value (default: bundled queries)")
+    parser.add_argument("--model", help="'sample' or a directory saved with save_pretrained")
+    parser.add_argument("--mode", choices=["dot", "cosine", "relatif"], help="influence mode")
+    parser.add_argument("--force", action="store_true", help="refresh the Fisher even if not due")
+    parser.add_argument("--params", type=Path, help="JSON file with the flow's full parameters")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dataworth",
+        description="Value a language model's training data per provider with LoGra influence functions.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a flow once from the terminal, with progress output")
+    run.add_argument("flow", choices=["nightly", "ingest", "refresh-fisher", "score"])
+    _run_args(run)
+
+    server = commands.add_parser("server", help="start a local Prefect server and UI (SQLite)")
+    server.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    server.add_argument("--port", type=int, default=4200)
+
+    serve = commands.add_parser("serve", help="register the deployments and serve them for the UI and schedule")
+    _workspace_args(serve)
+    serve.add_argument("--cron", default="0 2 * * *", help="nightly schedule (default: %(default)s)")
+    serve.add_argument("--timezone", default="UTC", help="IANA time zone of the cron (default: %(default)s)")
+
+    store = commands.add_parser("store", help="inspect the gradient store")
+    store.add_argument("action", choices=["info", "verify"])
+    _workspace_args(store)
+    store.add_argument("--store", help="store URL (default: the workspace's store.zarr)")
+    store.add_argument("--json", action="store_true", help="machine-readable output")
+
+    report = commands.add_parser("report", help="work with reports")
+    report.add_argument("action", choices=["diff"])
+    report.add_argument("a", type=Path, help="older report (report.json or its directory)")
+    report.add_argument("b", type=Path, help="newer report")
+    return parser
+
+
+def _flow_params(args: argparse.Namespace):
+    from flows.params import NightlyParams, Workspace
+
+    if args.params:
+        params = NightlyParams.model_validate_json(args.params.read_text())
+    else:
+        params = NightlyParams(workspace=Workspace(root=args.workspace))
+    update = {}
+    for key in ("landing", "queries", "mode"):
+        if getattr(args, key):
+            update[key] = getattr(args, key)
+    if args.model:
+        update["model"] = params.model.model_copy(update={"name_or_path": args.model})
+    if args.force:
+        update["refresh"] = params.refresh.model_copy(update={"force": True})
+    return params.model_copy(update=update)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flows import fisher, ingest, nightly, score
+
+    params = _flow_params(args)
+    if args.flow == "nightly":
+        state = nightly.nightly_valuation(params, return_state=True)
+    elif args.flow == "ingest":
+        state = ingest.ingest(params.ingest(), return_state=True)
+    elif args.flow == "refresh-fisher":
+        state = fisher.refresh_fisher(params.refresh_fisher(), return_state=True)
+    else:
+        state = score.score(params.score(), return_state=True)
+    # The flows print their own summaries; end with the one line a script or a person checks.
+    print(f"\n{args.flow}: {state.name}" + (f" - {state.message}" if state.message else ""))
+    return 0 if state.is_completed() else 1
+
+
+def _store(args: argparse.Namespace) -> int:
+    from flows.params import Workspace
+    from storage.inspect import format_info, store_info, verify_store
+
+    url = args.store or Workspace(root=args.workspace).store_url
+    if args.action == "info":
+        info = store_info(url)
+        print(json.dumps(info, indent=2, default=str) if args.json else format_info(info))
+        return 0
+    problems = verify_store(url)
+    if args.json:
+        print(json.dumps({"store": url, "problems": problems}, indent=2))
+    else:
+        print("\n".join(f"problem: {p}" for p in problems) or f"{url}: OK")
+    return 1 if problems else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from reporting.diff import diff_reports, format_diff, load_report
+
+    print(format_diff(diff_reports(load_report(args.a), load_report(args.b))))
+    return 0
+
+
+def _server(args: argparse.Namespace) -> int:
+    from infra.server import start_server
+
+    return start_server(host=args.host, port=args.port)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from flows.deployments import serve_deployments
+    from flows.params import Workspace
+
+    # Absolute, so runs started from the UI find the same state whatever their working directory.
+    workspace = Workspace(root=str(Path(args.workspace).resolve()))
+    serve_deployments(workspace, cron=args.cron, timezone=args.timezone)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    args = build_parser().parse_args(argv)
+    handler = {"run": _run, "store": _store, "report": _report, "server": _server, "serve": _serve}
+    return handler[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

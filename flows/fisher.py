@@ -1,0 +1,21 @@
+"""The `refresh-fisher` flow: a new projected-Fisher snapshot when enough has changed."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks.fisher import refresh
+
+from .params import RefreshParams
+
+
+@flow(name="refresh-fisher", log_prints=True)
+def refresh_fisher(params: RefreshParams = RefreshParams()):
+    """Sum the shards' Fisher partials, eigendecompose, damp, and recompute self-influence.
+
+    Runs when rows added since the last snapshot pass the policy's fraction, when the snapshot
+    is older than its maximum age, or when forced.
+    """
+    outcome = refresh(params)
+    print(outcome.summary())
+    return outcome

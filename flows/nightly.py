@@ -1,0 +1,48 @@
+"""The `nightly-valuation` flow: ingest, refresh the Fisher if due, score, report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import flow, get_run_logger
+from prefect.states import Completed, Failed
+
+from .fisher import refresh_fisher
+from .ingest import IngestSummary, ingest
+from .params import NightlyParams
+from .score import score
+
+
+@dataclass
+class NightlySummary:
+    ingest: IngestSummary | None
+    refresh: object
+    score: object
+
+    def summary(self) -> str:
+        parts = [self.ingest.summary() if self.ingest else "ingest failed"]
+        parts += [x.summary() for x in (self.refresh, self.score) if x is not None]
+        return "\n".join(parts)
+
+
+@flow(name="nightly-valuation", log_prints=True)
+def nightly_valuation(params: NightlyParams = NightlyParams()):
+    """Ingest the night's new shards, refresh the projected Fisher when due, score the standing
+    queries and publish the provider reports.
+
+    A quarantined shard does not stop the night: good shards are committed and scored, and the
+    run ends Failed with the reason so it shows in the UI.
+    """
+    logger = get_run_logger()
+    ingest_state = ingest(params.ingest(), return_state=True)
+    ingest_summary = ingest_state.result(raise_on_failure=False)
+    if not isinstance(ingest_summary, IngestSummary):
+        ingest_summary = None
+    refresh = refresh_fisher(params.refresh_fisher())
+    scored = score(params.score())
+    summary = NightlySummary(ingest_summary, refresh, scored)
+    print(summary.summary())
+    if not ingest_state.is_completed():
+        logger.error("ingestion: %s", ingest_state.message)
+        return Failed(message=f"ingestion: {ingest_state.message}; scored what was committed", data=summary)
+    return Completed(message=scored.summary().splitlines()[-1], data=summary)

@@ -1,0 +1,134 @@
+"""Flow parameters as pydantic models: the Prefect UI renders each as a form with defaults.
+
+Every path is a string so the same parameters work for local paths and fsspec URLs, and a
+deployment's stored parameters stay plain JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from valuation.config import FisherConfig, InfluenceMode, ProjectionConfig
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "valuation" / "sample"
+SAMPLE_MODEL = "sample"
+
+
+class Workspace(BaseModel):
+    """Where a valuation keeps its state: the gradient store, models, quarantine and reports."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    root: str = Field(default=".dataworth", description="directory holding all of the state below")
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root).expanduser().resolve()
+
+    @property
+    def store_url(self) -> str:
+        return str(self.path / "store.zarr")
+
+    @property
+    def models(self) -> Path:
+        return self.path / "models"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.path / "quarantine"
+
+    @property
+    def reports(self) -> Path:
+        return self.path / "reports"
+
+
+class ModelParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name_or_path: str = Field(
+        default=SAMPLE_MODEL,
+        description="'sample' (a tiny GPT-2 trained on the bundled corpus on first use), "
+        "or a local directory saved with save_pretrained",
+    )
+    device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="auto: bf16 autocast on GPU, fp32 on CPU"
+    )
+    batch_size: int = Field(default=16, ge=1)
+    max_length: int = Field(default=256, ge=8, description="tokens per example; longer are truncated")
+
+
+class IngestParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workspace: Workspace = Workspace()
+    landing: str = Field(
+        default=str(SAMPLE_DIR / "shards"),
+        description="directory (or fsspec URL) where new shards (*.jsonl, *.parquet) arrive",
+    )
+    model: ModelParams = ModelParams()
+    projection: ProjectionConfig = ProjectionConfig()
+    fisher: FisherConfig = FisherConfig()
+    max_shard_mb: float = Field(default=256.0, gt=0, description="larger shards are quarantined")
+
+
+class RefreshPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_new_fraction: float = Field(
+        default=0.1, ge=0.0, description="refresh when rows added since the last snapshot exceed this fraction"
+    )
+    max_age_hours: float = Field(default=24 * 7, gt=0, description="refresh a snapshot older than this")
+    force: bool = Field(default=False, description="refresh now whatever the above say")
+
+
+class RefreshParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workspace: Workspace = Workspace()
+    damping: float = Field(default=0.1, ge=0.0, description="alpha in lambda = alpha * mean eigenvalue")
+    policy: RefreshPolicy = RefreshPolicy()
+
+
+class ScoreParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workspace: Workspace = Workspace()
+    queries: str = Field(default=str(SAMPLE_DIR / "queries.jsonl"), description="JSONL of model outputs to value")
+    model: ModelParams = ModelParams()
+    mode: InfluenceMode = Field(default="relatif", description="dot, cosine or relatif")
+    snapshot: int | None = Field(default=None, description="Fisher snapshot version; latest when empty")
+    top_k: int = Field(default=5, ge=1, le=100)
+    chunk_rows: int | None = Field(default=None, ge=1, description="rows per Dask task; the store's chunk when empty")
+    dask_address: str | None = Field(default=None, description="distributed scheduler address; threads when empty")
+
+
+class NightlyParams(BaseModel):
+    """Ingest new shards, refresh the Fisher if due, score the standing queries, publish reports."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workspace: Workspace = Workspace()
+    landing: str = IngestParams.model_fields["landing"].default
+    queries: str = ScoreParams.model_fields["queries"].default
+    model: ModelParams = ModelParams()
+    projection: ProjectionConfig = ProjectionConfig()
+    fisher: FisherConfig = FisherConfig()
+    refresh: RefreshPolicy = RefreshPolicy()
+    mode: InfluenceMode = "relatif"
+    top_k: int = Field(default=5, ge=1, le=100)
+    dask_address: str | None = None
+
+    def ingest(self) -> IngestParams:
+        return IngestParams(workspace=self.workspace, landing=self.landing, model=self.model,
+                            projection=self.projection, fisher=self.fisher)
+
+    def refresh_fisher(self) -> RefreshParams:
+        return RefreshParams(workspace=self.workspace, damping=self.fisher.damping, policy=self.refresh)
+
+    def score(self) -> ScoreParams:
+        return ScoreParams(workspace=self.workspace, queries=self.queries, model=self.model,
+                           mode=self.mode, top_k=self.top_k, dask_address=self.dask_address)

@@ -1,0 +1,18 @@
+"""The `score` flow: value a query set against the store and publish per-provider reports."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks.scoring import score_and_report
+
+from .params import ScoreParams
+
+
+@flow(name="score", log_prints=True)
+def score(params: ScoreParams = ScoreParams()):
+    """Query gradients under the store's projection, preconditioned by a Fisher snapshot, scored
+    with Dask over every stored row; reports as files and Prefect artifacts."""
+    outcome = score_and_report(params)
+    print(outcome.summary())
+    return outcome

@@ -1,0 +1,105 @@
+"""Score a query set against a gradient store: query gradients, preconditioning, the Dask scan."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from storage import GradientStore
+from storage.snapshots import StoredSnapshot
+from valuation.config import InfluenceMode
+from valuation.data import Example, read_jsonl
+from valuation.influence import PreconditionedQueries, safe_rsqrt
+from valuation.logra import LoGra
+from valuation.pipeline import log_examples
+
+from .engine import ScanResult, scan_scores
+
+
+@dataclass(frozen=True)
+class QuerySet:
+    path: str
+    sha256: str
+    examples: list[Example]
+
+    @classmethod
+    def load(cls, path: str) -> QuerySet:
+        data = Path(path).read_bytes()
+        examples = read_jsonl(path)
+        if not examples:
+            raise ValueError(f"{path}: no queries")
+        return cls(str(path), hashlib.sha256(data).hexdigest(), examples)
+
+
+@dataclass
+class StoreScores:
+    scan: ScanResult
+    provider_names: list[str]
+    provider_codes: np.ndarray
+    snapshot: StoredSnapshot
+    query_losses: np.ndarray
+
+
+def scoring_queries(rows: torch.Tensor, snapshot: StoredSnapshot, mode: InfluenceMode) -> np.ndarray:
+    """Preconditioned query rows; for cosine also divided by the query's own norm in H^-1."""
+    pre = PreconditionedQueries.build(rows, snapshot.fisher)
+    out = pre.rows
+    if mode == "cosine":
+        out = out * safe_rsqrt(pre.self_influence)[:, None]
+    return out.numpy()
+
+
+def row_scale(store: GradientStore, snapshot: StoredSnapshot, mode: InfluenceMode) -> np.ndarray | None:
+    """1 / sqrt(self-influence) per row for relatif and cosine; None for dot."""
+    if mode == "dot":
+        return None
+    values = store.self_influence(snapshot.version)
+    if values.shape != (store.n_rows,):
+        raise ValueError(
+            f"snapshot {snapshot.version} has self-influence for {values.shape[0]} of {store.n_rows} rows; "
+            "run `dataworth run refresh-fisher` to complete it"
+        )
+    return safe_rsqrt(torch.from_numpy(values)).numpy()
+
+
+def score_store(
+    store: GradientStore,
+    logra: LoGra,
+    tokenizer,
+    queries: QuerySet,
+    *,
+    mode: InfluenceMode,
+    snapshot_version: int | None = None,
+    top_k: int = 5,
+    batch_size: int = 16,
+    max_length: int = 256,
+    autocast_dtype: torch.dtype | None = None,
+    chunk_rows: int | None = None,
+    dask_address: str | None = None,
+) -> StoreScores:
+    """Every query against every committed row, in one Dask pass over the store's chunks."""
+    if not store.snapshot_versions():
+        raise ValueError(f"{store.url} has no Fisher snapshot yet; run `dataworth run refresh-fisher`")
+    snapshot = store.load_snapshot(snapshot_version)
+    logged = log_examples(logra, tokenizer, queries.examples, batch_size=batch_size,
+                          max_length=max_length, autocast_dtype=autocast_dtype)
+    query_rows = scoring_queries(torch.from_numpy(logged.rows), snapshot, mode)
+    scale = row_scale(store, snapshot, mode)
+    codes, names = store.provider_codes()
+    rows = store.dask_rows()
+    if chunk_rows:
+        rows = rows.rechunk((chunk_rows, -1))
+    client = contextlib.nullcontext()
+    if dask_address:
+        from distributed import Client
+
+        client = Client(dask_address)
+    with client:
+        scan = scan_scores(rows, codes, len(names), query_rows, k=top_k, row_scale=scale,
+                           scheduler=None if dask_address else "threads")
+    return StoreScores(scan, names, codes, snapshot, logged.losses)

@@ -1,0 +1,79 @@
+"""Prefect tasks of the Fisher: decide whether a refresh is due, refresh, keep self-influence whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+from prefect import get_run_logger, task
+
+from flows.params import RefreshParams, RefreshPolicy
+from storage import GradientStore
+from valuation.fisher import FisherSnapshot
+
+
+@dataclass(frozen=True)
+class RefreshOutcome:
+    version: int | None
+    refreshed: bool
+    reason: str
+    rows: int = 0
+
+    def summary(self) -> str:
+        what = f"refreshed to snapshot {self.version}" if self.refreshed else f"kept snapshot {self.version}"
+        return f"Fisher {what}: {self.reason}"
+
+
+def refresh_reason(store: GradientStore, policy: RefreshPolicy, now: datetime) -> str | None:
+    """Why a refresh is due now, or None if the latest snapshot still serves."""
+    if policy.force:
+        return "forced"
+    versions = store.snapshot_versions()
+    if not versions:
+        return "no snapshot yet"
+    latest = store.load_snapshot(versions[-1])
+    new_rows = store.n_rows - latest.fisher.count
+    if new_rows > policy.min_new_fraction * max(latest.fisher.count, 1):
+        return f"{new_rows} new rows since snapshot {latest.version} (> {policy.min_new_fraction:.0%})"
+    age_hours = (now - datetime.fromisoformat(latest.created_at)).total_seconds() / 3600
+    if age_hours > policy.max_age_hours:
+        return f"snapshot {latest.version} is {age_hours:.0f} h old (> {policy.max_age_hours:.0f} h)"
+    return None
+
+
+def self_influence_of_rows(store: GradientStore, fisher: FisherSnapshot, start: int = 0) -> np.ndarray:
+    """g^T (F + lambda)^-1 g of rows [start, n_rows), one stored chunk at a time."""
+    parts = []
+    for block_start, block in store.iter_row_blocks():
+        if block_start + len(block) > start:
+            tail = block[max(start - block_start, 0):]
+            parts.append(fisher.self_influence(torch.from_numpy(tail)).numpy())
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+@task(name="refresh-fisher")
+def refresh(params: RefreshParams) -> RefreshOutcome:
+    """Refresh the snapshot when due; either way make sure every row has its self-influence."""
+    logger = get_run_logger()
+    store = GradientStore.open(params.workspace.store_url)
+    if store.n_rows == 0:
+        return RefreshOutcome(None, False, "the store has no rows yet")
+    reason = refresh_reason(store, params.policy, datetime.now(timezone.utc))
+    if reason:
+        shards = [e.shard_hash for e in store.manifest]
+        snapshot = store.fisher_partial(shards).snapshot(params.damping)
+        version = store.save_snapshot(snapshot, shards)
+        store.save_self_influence(version, self_influence_of_rows(store, snapshot))
+        logger.info("Fisher snapshot %d over %d rows: %s", version, snapshot.count, reason)
+        return RefreshOutcome(version, True, reason, snapshot.count)
+    latest = store.load_snapshot()
+    covered = latest.self_influence_rows or 0
+    if covered < store.n_rows:
+        # New rows under an old snapshot still need their normalisation for relatif scores.
+        known = store.self_influence(latest.version)[:covered]
+        fresh = self_influence_of_rows(store, latest.fisher, start=covered)
+        store.save_self_influence(latest.version, np.concatenate([known, fresh]))
+        logger.info("self-influence of %d new rows under snapshot %d", store.n_rows - covered, latest.version)
+    return RefreshOutcome(latest.version, False, "not due", latest.fisher.count)

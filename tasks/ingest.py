@@ -1,0 +1,123 @@
+"""Prefect tasks of ingestion: discover, validate, quarantine, log and commit one shard."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from flows.params import IngestParams
+from storage import GradientStore, RowMetadata, StoreNotFoundError
+from valuation.pipeline import log_examples
+
+from .models import load_for_logging
+from .shards import ShardRef, ValidatedShard, discover_shards, quarantine, validate_shard
+
+
+@dataclass(frozen=True)
+class StoreRef:
+    """Enough to name a store in cache keys: a re-created store at the same URL is another store."""
+
+    url: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    name: str
+    sha256: str
+    status: str  # committed | already_committed | quarantined
+    rows: int = 0
+    detail: str = ""
+
+
+def open_store(url: str, read_only: bool = False) -> GradientStore | None:
+    try:
+        return GradientStore.open(url, read_only=read_only)
+    except StoreNotFoundError:
+        return None
+
+
+@task(name="discover-shards", retries=2, retry_delay_seconds=5)
+def discover(landing: str) -> list[ShardRef]:
+    refs = discover_shards(landing)
+    get_run_logger().info("found %d shard(s) in %s", len(refs), landing)
+    return refs
+
+
+@task(name="validate-shard", task_run_name="validate-{ref.name}")
+def validate(ref: ShardRef, known_ids: frozenset[str], max_bytes: int) -> ValidatedShard:
+    result = validate_shard(ref, known_ids, max_bytes)
+    logger = get_run_logger()
+    if result.ok:
+        logger.info("%s: %d valid examples", ref.name, len(result.examples))
+    else:
+        logger.error("%s: %d problem(s), first: line %d, %s: %s", ref.name, len(result.problems),
+                     result.problems[0].line, result.problems[0].field, result.problems[0].reason)
+    return result
+
+
+@task(name="quarantine-shard", task_run_name="quarantine-{validated.shard.name}")
+def quarantine_shard(validated: ValidatedShard, params: IngestParams) -> ShardOutcome:
+    report = quarantine(validated, params.workspace.quarantine)
+    create_table_artifact(
+        key=f"quarantine-{validated.shard.sha256[:12]}",
+        table=[{"line": p.line, "field": p.field, "reason": p.reason} for p in validated.problems],
+        description=f"Shard **{validated.shard.name}** was quarantined (`{report}`): each bad line below. "
+        "Fix the shard and drop the corrected file into the landing location.",
+    )
+    return ShardOutcome(validated.shard.name, validated.shard.sha256, "quarantined",
+                        detail=f"{len(validated.problems)} problem(s); report {report}")
+
+
+@task(name="prepare-store")
+def prepare_store(params: IngestParams) -> StoreRef:
+    """Open the store, or create it under this model and projection (which loads the model)."""
+    loaded = load_for_logging(params.model, params.workspace, params.projection)
+    store = GradientStore.open_or_create(params.workspace.store_url, loaded.logra.spec, loaded.fingerprint)
+    return StoreRef(store.url, store.attributes.created_at)
+
+
+def _shard_cache_key(context, parameters) -> str:
+    store: StoreRef = parameters["store"]
+    identity = f"{store.url}|{store.created_at}|{parameters['validated'].shard.sha256}"
+    return "shard-" + hashlib.sha256(identity.encode()).hexdigest()
+
+
+@task(
+    name="log-and-commit-shard",
+    task_run_name="log-{validated.shard.name}",
+    cache_key_fn=_shard_cache_key,
+    persist_result=True,
+    retries=1,
+    retry_delay_seconds=10,
+)
+def log_and_commit(validated: ValidatedShard, params: IngestParams, store: StoreRef) -> ShardOutcome:
+    """Log the shard's LoGra gradients and commit them with its Fisher partial sums.
+
+    Idempotent twice over: the Prefect cache skips a shard this store already took, and the
+    store itself refuses to add a committed content hash again.
+    """
+    logger = get_run_logger()
+    ref = validated.shard
+    gradient_store = GradientStore.open(store.url)
+    if gradient_store.is_committed(ref.sha256):
+        return ShardOutcome(ref.name, ref.sha256, "already_committed")
+    loaded = load_for_logging(params.model, params.workspace, params.projection)
+    with loaded.lock:
+        logged = log_examples(
+            loaded.logra, loaded.tokenizer, validated.examples,
+            batch_size=params.model.batch_size, max_length=params.model.max_length,
+            fisher=params.fisher, autocast_dtype=loaded.autocast_dtype, progress=f"log {ref.name}",
+        )
+    examples = validated.examples
+    metadata = RowMetadata(logged.ids, [e.provider for e in examples], logged.n_tokens,
+                           snippets=[e.display_text for e in examples])
+    result = gradient_store.commit_shard(
+        ref.sha256, logged.rows, metadata, logged.fisher,
+        spec=loaded.logra.spec, model_fingerprint=loaded.fingerprint, name=ref.name,
+    )
+    logger.info("%s: %s rows [%d, %d)", ref.name, result.status, result.row_start, result.row_stop)
+    return ShardOutcome(ref.name, ref.sha256, result.status, result.rows)

@@ -1,0 +1,61 @@
+"""The model a flow values, loaded once per process and wrapped with LoGra once per projection."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from flows.params import SAMPLE_MODEL, ModelParams, Workspace
+from valuation import LoGra, ProjectionConfig
+from valuation.fingerprint import model_fingerprint
+from valuation.spec import matrices_digest
+from valuation.pipeline import autocast_dtype_for, resolve_device
+from valuation.sample.model import load_model, prepare_sample_model
+
+
+@dataclass
+class LoadedModel:
+    path: str
+    model: torch.nn.Module
+    tokenizer: object
+    fingerprint: dict
+    logra: LoGra
+    autocast_dtype: torch.dtype | None
+    # LoGra's recorder holds per-batch state: one batch at a time per loaded model.
+    lock: threading.Lock
+
+
+_cache: dict[tuple, LoadedModel] = {}
+_lock = threading.Lock()
+
+
+def model_path(params: ModelParams, workspace: Workspace) -> str:
+    """A local directory for the model: the embedded sample is trained there on first use."""
+    if params.name_or_path == SAMPLE_MODEL:
+        return str(prepare_sample_model(workspace.models / "sample-gpt2"))
+    path = Path(params.name_or_path).expanduser()
+    return str(path.resolve()) if path.exists() else params.name_or_path
+
+
+def load_for_logging(
+    params: ModelParams, workspace: Workspace, projection: ProjectionConfig, projections=None
+) -> LoadedModel:
+    """The model on its device with LoGra attached; reused across tasks of one process."""
+    path = model_path(params, workspace)
+    device = resolve_device(params.device)
+    digest = matrices_digest(projections) if projections is not None else None
+    key = (path, str(device), params.precision, projection.model_dump_json(), digest)
+    with _lock:  # threads of one worker share the model, but only one may build it
+        if key not in _cache:
+            model, tokenizer = load_model(path)
+            model = model.to(device).eval()
+            fingerprint = model_fingerprint(model)
+            logra = LoGra(model, projection, projections=projections)
+            _cache[key] = LoadedModel(
+                path, model, tokenizer, fingerprint, logra,
+                autocast_dtype_for(device, params.precision), threading.Lock(),
+            )
+        return _cache[key]

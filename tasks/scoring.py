@@ -1,0 +1,126 @@
+"""Prefect tasks of scoring: value the standing queries and publish the provider reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.context import get_run_context
+
+from flows.params import ScoreParams
+from reporting.build import ExampleRecord, ScoringResult, TopK, build_report, score_histogram
+from reporting.export import write_report
+from reporting.model import Provenance, Report
+from reporting.render import to_markdown
+from scoring.queries import QuerySet, StoreScores, score_store
+from storage import GradientStore
+from storage.store import code_version
+
+from .models import load_for_logging
+
+
+@dataclass(frozen=True)
+class ScoreOutcome:
+    report_dir: str
+    files: dict[str, str]
+    top_provider: str
+    share: float
+
+    def summary(self) -> str:
+        return (f"report: {self.files['html']}\n"
+                f"        {self.files['markdown']}\n"
+                f"largest share of positive credit: {self.top_provider} ({self.share:.1%})")
+
+
+def store_version(store: GradientStore) -> str:
+    last = store.manifest[-1]
+    return f"{store.n_rows} rows, {len(store.manifest)} shards, last {last.name or ''}@{last.shard_hash[:12]}"
+
+
+def _run_id() -> str | None:
+    try:
+        return str(get_run_context().task_run.flow_run_id)
+    except Exception:  # outside a flow run there is no id to record
+        return None
+
+
+def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet, params: ScoreParams,
+                    model_name: str, estimator: str) -> Report:
+    metadata = store.read_metadata()
+    scan = scores.scan
+
+    def example(row: int) -> ExampleRecord:
+        return ExampleRecord(metadata.example_ids[row], metadata.providers[row], metadata.snippets[row])
+
+    counts = store.provider_row_counts()
+    fisher = scores.snapshot.fisher
+    provenance = Provenance(
+        model_name=model_name,
+        model_fingerprint=store.model_fingerprint["fingerprint"],
+        projection_fingerprint=store.spec.fingerprint,
+        projection=store.spec.config.model_dump(),
+        store_url=store.url,
+        store_version=store_version(store),
+        fisher_snapshot=scores.snapshot.version,
+        fisher_alpha=fisher.alpha,
+        fisher_estimator=estimator,
+        influence_mode=params.mode,
+        query_set_sha256=queries.sha256,
+        code_version=code_version(),
+        created_at=datetime.now(timezone.utc),
+        run_id=_run_id(),
+    )
+    result = ScoringResult(
+        query_ids=[q.id for q in queries.examples],
+        query_texts=[q.display_text for q in queries.examples],
+        provider_names=scores.provider_names,
+        examples_per_provider=[counts[n] for n in scores.provider_names],
+        credit=scan.credit,
+        top=TopK(scan.top_rows, scan.top_scores),
+        provider_top=TopK(scan.provider_top_rows, scan.provider_top_scores),
+        example=example,
+        provenance=provenance,
+    )
+    histogram = score_histogram(scan.row_mean_scores, scores.provider_codes, scores.provider_names)
+    return build_report(result, top_k=params.top_k, score_histogram=histogram)
+
+
+def publish_artifacts(report: Report, files: dict[str, Path]) -> None:
+    create_table_artifact(
+        key="provider-credit",
+        table=[{"provider": p.provider, "share": round(p.share, 4), "band": f"{p.share_low:.1%}-{p.share_high:.1%}",
+                "positive_credit": p.positive_credit, "total_credit": p.total_credit, "examples": p.examples}
+               for p in report.providers],
+        description=f"Per-provider credit ({report.provenance.influence_mode}); full report in {files['html']}",
+    )
+    create_markdown_artifact(key="valuation-report", markdown=to_markdown(report),
+                             description="The night's contribution report")
+    create_link_artifact(key="valuation-report-html", link=files["html"].as_uri(), link_text="HTML report")
+
+
+@task(name="score-and-report")
+def score_and_report(params: ScoreParams, estimator: str = "empirical") -> ScoreOutcome:
+    logger = get_run_logger()
+    store = GradientStore.open(params.workspace.store_url, read_only=True)
+    loaded = load_for_logging(params.model, params.workspace, store.spec.config)
+    store.check_compatible(loaded.logra.spec, loaded.fingerprint)
+    queries = QuerySet.load(params.queries)
+    with loaded.lock:
+        scores = score_store(
+            store, loaded.logra, loaded.tokenizer, queries, mode=params.mode,
+            snapshot_version=params.snapshot, top_k=params.top_k, batch_size=params.model.batch_size,
+            max_length=params.model.max_length, autocast_dtype=loaded.autocast_dtype,
+            chunk_rows=params.chunk_rows, dask_address=params.dask_address,
+        )
+    report = assemble_report(store, scores, queries, params, loaded.path, estimator)
+    stamp = report.provenance.created_at.strftime("%Y%m%dT%H%M%SZ")
+    directory = params.workspace.reports / f"{stamp}-{queries.sha256[:8]}"
+    files = write_report(report, directory)
+    publish_artifacts(report, files)
+    best = max(report.providers, key=lambda p: p.share)
+    logger.info("scored %d queries x %d rows; report in %s", len(queries.examples), store.n_rows, directory)
+    return ScoreOutcome(str(directory), {k: str(v) for k, v in files.items()}, best.provider, best.share)

@@ -1,0 +1,96 @@
+"""The flows against a real Prefect API: nightly end to end, incremental runs, bad shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from flows.ingest import ingest
+from flows.nightly import nightly_valuation
+from storage import GradientStore
+
+from .flow_fixtures import SAMPLE_SHARDS, land, nightly_params, prefect_api, sample_model_dir  # noqa: F401
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+
+
+def outcomes(summary, status):
+    return [o.name for o in summary.ingest.outcomes if o.status == status]
+
+
+async def artifact_keys(flow_run_id) -> set[str]:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key for a in artifacts}
+
+
+def run_nightly(params):
+    state = nightly_valuation(params, return_state=True)
+    return state, state.result(raise_on_failure=False)
+
+
+def test_nightly_end_to_end_then_incremental(tmp_path, sample_model_dir):
+    params = nightly_params(tmp_path, sample_model_dir)
+    land(params, *SAMPLE_SHARDS[:3])
+
+    state, first = run_nightly(params)
+    assert state.is_completed(), state.message
+    assert sorted(outcomes(first, "committed")) == [s.name for s in SAMPLE_SHARDS[:3]]
+    report = json.loads(Path(first.score.files["json"]).read_text())
+    assert {p["provider"] for p in report["providers"]} >= {"weather-desk", "kitchen-notes", "qa-tutor"}
+    assert report["provenance"]["fisher_snapshot"] == 1
+    for kind in ("html", "markdown", "providers_csv"):
+        assert Path(first.score.files[kind]).is_file()
+
+    land(params, SAMPLE_SHARDS[3])
+    state, second = run_nightly(params)
+    assert state.is_completed(), state.message
+    assert outcomes(second, "committed") == [SAMPLE_SHARDS[3].name]
+    assert len(outcomes(second, "skipped")) == 3
+    report2 = json.loads(Path(second.score.files["json"]).read_text())
+    assert report2["provenance"]["store_version"] != report["provenance"]["store_version"]
+    store = GradientStore.open(params.workspace.store_url, read_only=True)
+    assert store.n_rows == sum(len(s.read_text().splitlines()) for s in SAMPLE_SHARDS)
+
+    state, third = run_nightly(params)
+    assert state.is_completed()
+    assert outcomes(third, "committed") == [] and len(outcomes(third, "skipped")) == 4
+    assert GradientStore.open(params.workspace.store_url, read_only=True).n_rows == store.n_rows
+
+
+def test_bad_shard_is_quarantined_and_the_run_says_so(tmp_path, sample_model_dir):
+    params = nightly_params(tmp_path, sample_model_dir)
+    land(params, SAMPLE_SHARDS[0])
+    lines = SAMPLE_SHARDS[1].read_text().splitlines()
+    lines[2] = '{"id": "x-1", "text": "no provider here"}'
+    lines[4] = "{not json"
+    lines[6] = json.dumps({"id": "../../etc/passwd", "provider": "p", "text": "escape"})
+    (Path(params.landing) / "night-bad.jsonl").write_text("\n".join(lines) + "\n")
+
+    state = ingest(params.ingest(), return_state=True)
+    summary = state.result(raise_on_failure=False)
+    assert state.is_failed() and "night-bad.jsonl" in state.message
+    assert [o.name for o in summary.outcomes if o.status == "committed"] == [SAMPLE_SHARDS[0].name]
+    report = json.loads(next(Path(params.workspace.quarantine).glob("*.problems.json")).read_text())
+    problems = {(p["line"], p["field"]) for p in report["problems"]}
+    assert problems == {(3, "provider"), (5, "line"), (7, "id")}
+    assert "quarantine-" in " ".join(await_keys(state))
+
+    # The next night: still quarantined, not re-reported as a new failure; nothing duplicated.
+    again = ingest(params.ingest(), return_state=True)
+    assert again.is_completed()
+    store = GradientStore.open(params.workspace.store_url, read_only=True)
+    assert store.n_rows == len(SAMPLE_SHARDS[0].read_text().splitlines())
+
+
+def await_keys(state):
+    import asyncio
+
+    return asyncio.run(artifact_keys(state.state_details.flow_run_id))
