@@ -39,6 +39,7 @@ class QuerySet:
 @dataclass
 class StoreScores:
     scan: ScanResult
+    credit: np.ndarray  # queries x providers, from the stored provider sums (float64)
     provider_names: list[str]
     provider_codes: np.ndarray
     snapshot: StoredSnapshot
@@ -65,6 +66,24 @@ def row_scale(store: GradientStore, snapshot: StoredSnapshot, mode: InfluenceMod
             "run `dataworth run refresh-fisher` to complete it"
         )
     return safe_rsqrt(torch.from_numpy(values)).numpy()
+
+
+def provider_sum_matrix(store: GradientStore, snapshot: StoredSnapshot, mode: InfluenceMode,
+                        names: list[str]) -> np.ndarray:
+    """providers x K: sums of raw rows (dot) or of rows / sqrt(self-influence) (relatif, cosine)."""
+    sums = store.provider_sums() if mode == "dot" else store.provider_normalized_sums(snapshot.version)
+    return np.stack([sums[name] for name in names])
+
+
+def check_credit(from_sums: np.ndarray, from_scan: np.ndarray) -> None:
+    """The two routes to provider credit must agree (float32 scan vs float64 sums)."""
+    scale = max(float(np.abs(from_scan).max(initial=0.0)), 1e-30)
+    worst = float(np.abs(from_sums - from_scan).max(initial=0.0)) / scale
+    if worst > 1e-4:
+        raise RuntimeError(
+            f"provider credit from stored sums differs from the row scan by {worst:.1e} (relative): "
+            "the store's aggregates disagree with its rows; run `dataworth store verify`"
+        )
 
 
 def score_store(
@@ -102,4 +121,6 @@ def score_store(
     with client:
         scan = scan_scores(rows, codes, len(names), query_rows, k=top_k, row_scale=scale,
                            scheduler=None if dask_address else "threads")
-    return StoreScores(scan, names, codes, snapshot, logged.losses)
+    credit = query_rows.astype(np.float64) @ provider_sum_matrix(store, snapshot, mode, names).T
+    check_credit(credit, scan.credit)
+    return StoreScores(scan, credit, names, codes, snapshot, logged.losses)

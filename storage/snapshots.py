@@ -24,6 +24,7 @@ from .schema import SNAPSHOTS
 EIGVALS = "eigvals"
 EIGVECS = "eigvecs"
 SELF_INFLUENCE = "self_influence"
+NORMALIZED_SUMS = "provider_normalized_sums"
 
 
 @dataclass
@@ -91,11 +92,26 @@ def load_snapshot(root: zarr.Group, layout: GradientLayout, version: int | None)
     return StoredSnapshot(version, fisher, list(attrs["shards"]), attrs["created_at"], attrs["self_influence_rows"])
 
 
-def save_self_influence(root: zarr.Group, version: int, values: np.ndarray) -> None:
+def save_self_influence(
+    root: zarr.Group, version: int, values: np.ndarray, normalized_sums: dict[str, np.ndarray] | None = None
+) -> None:
     _, group = _group(root, version)
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     put_array(group, SELF_INFLUENCE, values)
-    group.attrs["self_influence_rows"] = int(values.shape[0])  # last: marks the array complete
+    if normalized_sums is not None:
+        providers = sorted(normalized_sums)
+        put_array(group, NORMALIZED_SUMS, np.stack([normalized_sums[p] for p in providers]).astype(np.float64))
+        group.attrs["normalized_providers"] = providers
+    group.attrs["self_influence_rows"] = int(values.shape[0])  # last: marks the arrays complete
+
+
+def read_normalized_sums(root: zarr.Group, version: int | None) -> dict[str, np.ndarray]:
+    version, group = _group(root, version)
+    providers = group.attrs.get("normalized_providers")
+    if providers is None or group.attrs.get("self_influence_rows") is None:
+        raise StoreError(f"Fisher snapshot {version} has no provider sums of normalised rows saved")
+    sums = group[NORMALIZED_SUMS][...]
+    return {p: sums[i] for i, p in enumerate(providers)}
 
 
 def read_self_influence(root: zarr.Group, version: int | None) -> np.ndarray:

@@ -296,13 +296,21 @@ class GradientStore:
     def snapshot_versions(self) -> list[int]:
         return snapshots.snapshot_versions(self.root())
 
-    def save_self_influence(self, version: int, values: np.ndarray) -> None:
-        """g^T (F + lambda)^-1 g of every committed row under snapshot `version` (float64, n_rows)."""
+    def save_self_influence(
+        self, version: int, values: np.ndarray, provider_normalized_sums: dict[str, np.ndarray] | None = None
+    ) -> None:
+        """g^T (F + lambda)^-1 g of every committed row under snapshot `version` (float64, n_rows),
+        and optionally each provider's sum of rows divided by sqrt(self-influence) (for relatif
+        credit without a row scan)."""
         with self._committing() as root:
             n_rows = committed_rows(read_manifest(root))
             if np.shape(values) != (n_rows,):
                 raise RowsInvalidError(f"self-influence has shape {np.shape(values)}; the store has {n_rows} rows")
-            snapshots.save_self_influence(root, version, values)
+            snapshots.save_self_influence(root, version, values, provider_normalized_sums)
+
+    def provider_normalized_sums(self, version: int | None = None) -> dict[str, np.ndarray]:
+        """provider -> sum of its rows / sqrt(self-influence) under snapshot `version` (latest by default)."""
+        return snapshots.read_normalized_sums(self.root(), version)
 
     def self_influence(self, version: int | None = None) -> np.ndarray:
         """Self-influence saved under `version` (latest by default): one value per row it covered."""

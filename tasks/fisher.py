@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import numpy as np
-import torch
 from prefect import get_run_logger, task
 
 from flows.params import RefreshParams, RefreshPolicy
+from scoring.normalization import normalize_rows, stored_normalization
 from storage import GradientStore
-from valuation.fisher import FisherSnapshot
 
 
 @dataclass(frozen=True)
@@ -43,16 +41,6 @@ def refresh_reason(store: GradientStore, policy: RefreshPolicy, now: datetime) -
     return None
 
 
-def self_influence_of_rows(store: GradientStore, fisher: FisherSnapshot, start: int = 0) -> np.ndarray:
-    """g^T (F + lambda)^-1 g of rows [start, n_rows), one stored chunk at a time."""
-    parts = []
-    for block_start, block in store.iter_row_blocks():
-        if block_start + len(block) > start:
-            tail = block[max(start - block_start, 0):]
-            parts.append(fisher.self_influence(torch.from_numpy(tail)).numpy())
-    return np.concatenate(parts) if parts else np.zeros(0)
-
-
 @task(name="refresh-fisher")
 def refresh(params: RefreshParams) -> RefreshOutcome:
     """Refresh the snapshot when due; either way make sure every row has its self-influence."""
@@ -65,15 +53,16 @@ def refresh(params: RefreshParams) -> RefreshOutcome:
         shards = [e.shard_hash for e in store.manifest]
         snapshot = store.fisher_partial(shards).snapshot(params.damping)
         version = store.save_snapshot(snapshot, shards)
-        store.save_self_influence(version, self_influence_of_rows(store, snapshot))
+        normalization = normalize_rows(store, snapshot)
+        store.save_self_influence(version, normalization.self_influence, normalization.provider_sums)
         logger.info("Fisher snapshot %d over %d rows: %s", version, snapshot.count, reason)
         return RefreshOutcome(version, True, reason, snapshot.count)
     latest = store.load_snapshot()
     covered = latest.self_influence_rows or 0
     if covered < store.n_rows:
         # New rows under an old snapshot still need their normalisation for relatif scores.
-        known = store.self_influence(latest.version)[:covered]
-        fresh = self_influence_of_rows(store, latest.fisher, start=covered)
-        store.save_self_influence(latest.version, np.concatenate([known, fresh]))
+        fresh = normalize_rows(store, latest.fisher, covered)
+        normalization = stored_normalization(store, latest.version) + fresh if covered else fresh
+        store.save_self_influence(latest.version, normalization.self_influence, normalization.provider_sums)
         logger.info("self-influence of %d new rows under snapshot %d", store.n_rows - covered, latest.version)
     return RefreshOutcome(latest.version, False, "not due", latest.fisher.count)

@@ -79,7 +79,7 @@ def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet
         query_texts=[q.display_text for q in queries.examples],
         provider_names=scores.provider_names,
         examples_per_provider=[counts[n] for n in scores.provider_names],
-        credit=scan.credit,
+        credit=scores.credit,
         top=TopK(scan.top_rows, scan.top_scores),
         provider_top=TopK(scan.provider_top_rows, scan.provider_top_scores),
         example=example,
