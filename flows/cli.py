@@ -16,6 +16,7 @@ examples:
   dataworth run refresh-fisher --force       # recompute the Fisher snapshot now
   dataworth server                           # Prefect server + UI on http://127.0.0.1:4200
   dataworth serve --cron "0 2 * * *" --timezone Europe/Berlin
+  dataworth stability --seeds 0 1 2          # how much credit depends on the projection seed
   dataworth store info                       # rows, providers, shards, snapshots
   dataworth store verify                     # manifest vs rows vs checksums (exit 1 on damage)
   dataworth report diff .dataworth/reports/A .dataworth/reports/B
@@ -57,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     _workspace_args(serve)
     serve.add_argument("--cron", default="0 2 * * *", help="nightly schedule (default: %(default)s)")
     serve.add_argument("--timezone", default="UTC", help="IANA time zone of the cron (default: %(default)s)")
+
+    stability = commands.add_parser(
+        "stability", help="measure how provider credit moves with the projection seed (shown on reports)"
+    )
+    _run_args(stability)
+    stability.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="projection seeds (default: 0 1 2)")
 
     store = commands.add_parser("store", help="inspect the gradient store")
     store.add_argument("action", choices=["info", "verify"])
@@ -106,6 +113,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if state.is_completed() else 1
 
 
+def _stability(args: argparse.Namespace) -> int:
+    from tasks.stability import measure_stability
+
+    measure_stability(_flow_params(args), args.seeds)
+    return 0
+
+
 def _store(args: argparse.Namespace) -> int:
     from flows.params import Workspace
     from storage.inspect import format_info, store_info, verify_store
@@ -149,7 +163,10 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
-    handler = {"run": _run, "store": _store, "report": _report, "server": _server, "serve": _serve}
+    handler = {
+        "run": _run, "stability": _stability, "store": _store, "report": _report,
+        "server": _server, "serve": _serve,
+    }
     return handler[args.command](args)
 
 

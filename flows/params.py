@@ -44,6 +44,11 @@ class Workspace(BaseModel):
     def reports(self) -> Path:
         return self.path / "reports"
 
+    @property
+    def stability(self) -> Path:
+        """The latest seed-stability measurement (`dataworth stability`), attached to reports."""
+        return self.path / "stability.json"
+
 
 class ModelParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 
 from flows.params import RefreshParams, RefreshPolicy
 from scoring.normalization import normalize_rows, stored_normalization
-from storage import GradientStore
+from storage import GradientStore, StoreError
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,14 @@ def refresh_reason(store: GradientStore, policy: RefreshPolicy, now: datetime) -
     return None
 
 
+def has_normalized_sums(store: GradientStore, version: int) -> bool:
+    try:
+        store.provider_normalized_sums(version)
+    except StoreError:
+        return False
+    return True
+
+
 @task(name="refresh-fisher")
 def refresh(params: RefreshParams) -> RefreshOutcome:
     """Refresh the snapshot when due; either way make sure every row has its self-influence."""
@@ -59,6 +67,8 @@ def refresh(params: RefreshParams) -> RefreshOutcome:
         return RefreshOutcome(version, True, reason, snapshot.count)
     latest = store.load_snapshot()
     covered = latest.self_influence_rows or 0
+    if covered and not has_normalized_sums(store, latest.version):
+        covered = 0  # a snapshot saved before provider sums existed: normalise every row again
     if covered < store.n_rows:
         # New rows under an old snapshot still need their normalisation for relatif scores.
         fresh = normalize_rows(store, latest.fisher, covered)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,9 +15,10 @@ from prefect.context import get_run_context
 from flows.params import ScoreParams
 from reporting.build import ExampleRecord, ScoringResult, TopK, build_report, score_histogram
 from reporting.export import write_report
-from reporting.model import Provenance, Report
+from reporting.model import Provenance, Report, Stability
 from reporting.render import to_markdown
 from scoring.queries import QuerySet, StoreScores, score_store
+from scoring.stability import stability_key
 from storage import GradientStore
 from storage.store import code_version
 
@@ -46,6 +48,16 @@ def _run_id() -> str | None:
         return str(get_run_context().task_run.flow_run_id)
     except Exception:  # outside a flow run there is no id to record
         return None
+
+
+def matching_stability(params: ScoreParams, store: GradientStore) -> Stability | None:
+    """The workspace's seed-stability measurement, if it was made for this projection, model and mode."""
+    path = params.workspace.stability
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    key = stability_key(store.spec.config, store.model_fingerprint["fingerprint"], params.mode)
+    return Stability(**saved["stability"]) if saved["key"] == key else None
 
 
 def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet, params: ScoreParams,
@@ -86,7 +98,8 @@ def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet
         provenance=provenance,
     )
     histogram = score_histogram(scan.row_mean_scores, scores.provider_codes, scores.provider_names)
-    return build_report(result, top_k=params.top_k, score_histogram=histogram)
+    return build_report(result, top_k=params.top_k, score_histogram=histogram,
+                        stability=matching_stability(params, store))
 
 
 def publish_artifacts(report: Report, files: dict[str, Path]) -> None:

@@ -1,0 +1,33 @@
+"""Seed stability: the same seed twice agrees perfectly; different seeds are measured honestly."""
+
+import pytest
+
+from scoring.stability import seed_stability
+from valuation import ProjectionConfig
+from valuation.data import read_jsonl
+from valuation.sample.model import load_model, load_sample_corpus, sample_queries_path
+
+from .flow_fixtures import sample_model_dir  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def sample(sample_model_dir):
+    model, tokenizer = load_model(sample_model_dir)
+    return model, tokenizer, load_sample_corpus()[:60], read_jsonl(sample_queries_path())[:4]
+
+
+def test_same_seed_agrees_perfectly(sample):
+    model, tokenizer, examples, queries = sample
+    result = seed_stability(model, tokenizer, examples, queries, projection=ProjectionConfig(rank_in=4, rank_out=4),
+                            seeds=[3, 3])
+    assert result.spearman_min == pytest.approx(1.0)
+    assert "moved by up to 0.0%" in result.note
+
+
+def test_different_seeds_are_measured(sample):
+    model, tokenizer, examples, queries = sample
+    keys_before = list(dict(model.named_parameters()))
+    result = seed_stability(model, tokenizer, examples, queries, projection=ProjectionConfig(rank_in=4, rank_out=4),
+                            seeds=[0, 1, 2])
+    assert -1.0 <= result.spearman_min <= result.spearman_mean < 1.0
+    assert list(dict(model.named_parameters())) == keys_before  # add-ons removed after each seed
