@@ -103,6 +103,10 @@ class ScoreParams(BaseModel):
 
     workspace: Workspace = Workspace()
     queries: str = Field(default=str(SAMPLE_DIR / "queries.jsonl"), description="JSONL of model outputs to value")
+    generate_max_new_tokens: int = Field(
+        default=64, ge=0, description="queries with a prompt and no response get the model's greedy response "
+        "of up to this many tokens first (0: such queries are an error)",
+    )
     model: ModelParams = ModelParams()
     mode: InfluenceMode = Field(default="relatif", description="dot, cosine or relatif")
     snapshot: int | None = Field(default=None, description="Fisher snapshot version; latest when empty")

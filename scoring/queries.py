@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,9 @@ import torch
 from storage import GradientStore
 from storage.snapshots import StoredSnapshot
 from valuation.config import InfluenceMode
-from valuation.data import Example, read_jsonl
+from pydantic import ValidationError
+
+from valuation.data import Example
 from valuation.influence import PreconditionedQueries, safe_rsqrt
 from valuation.logra import LoGra
 from valuation.pipeline import log_examples
@@ -21,19 +25,50 @@ from valuation.pipeline import log_examples
 from .engine import ScanResult, scan_scores
 
 
+Generator = Callable[[str], str]
+
+
 @dataclass(frozen=True)
 class QuerySet:
     path: str
-    sha256: str
+    sha256: str  # of the outputs valued, generated responses included
     examples: list[Example]
 
     @classmethod
-    def load(cls, path: str) -> QuerySet:
-        data = Path(path).read_bytes()
-        examples = read_jsonl(path)
+    def load(cls, path: str, generate: Generator | None = None) -> QuerySet:
+        """Queries of a JSONL file; a line with a prompt and no response gets one from `generate`."""
+        examples = []
+        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if "prompt" in record and "response" not in record:
+                if generate is None:
+                    raise ValueError(f"{path}, line {number}: a prompt without a response; "
+                                     "give a response or let the model generate one (generate_max_new_tokens)")
+                record["response"] = generate(record["prompt"])
+            try:
+                examples.append(Example(**record))
+            except ValidationError as err:
+                raise ValueError(f"{path}, line {number}: {err.errors()[0]['msg']}") from None
         if not examples:
             raise ValueError(f"{path}: no queries")
-        return cls(str(path), hashlib.sha256(data).hexdigest(), examples)
+        digest = hashlib.sha256("\n".join(e.model_dump_json() for e in examples).encode()).hexdigest()
+        return cls(str(path), digest, examples)
+
+
+def greedy_generator(model, tokenizer, max_new_tokens: int) -> Generator:
+    """The model's own greedy continuation of a prompt: the output whose sources we then value."""
+    device = next(model.parameters()).device
+
+    def generate(prompt: str) -> str:
+        inputs = tokenizer(prompt, return_tensors="pt").to(device)
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.eos_token_id)
+        return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    return generate
 
 
 @dataclass

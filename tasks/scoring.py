@@ -17,7 +17,7 @@ from reporting.build import ExampleRecord, ScoringResult, TopK, build_report, sc
 from reporting.export import write_report
 from reporting.model import Provenance, Report, Stability
 from reporting.render import to_markdown
-from scoring.queries import QuerySet, StoreScores, score_store
+from scoring.queries import QuerySet, StoreScores, greedy_generator, score_store
 from scoring.stability import stability_key
 from storage import GradientStore
 from storage.store import code_version
@@ -121,7 +121,10 @@ def score_and_report(params: ScoreParams, estimator: str = "empirical") -> Score
     store = GradientStore.open(params.workspace.store_url, read_only=True)
     loaded = load_for_logging(params.model, params.workspace, store.spec.config)
     store.check_compatible(loaded.logra.spec, loaded.fingerprint)
-    queries = QuerySet.load(params.queries)
+    generate = None
+    if params.generate_max_new_tokens:
+        generate = greedy_generator(loaded.model, loaded.tokenizer, params.generate_max_new_tokens)
+    queries = QuerySet.load(params.queries, generate)
     with loaded.lock:
         scores = score_store(
             store, loaded.logra, loaded.tokenizer, queries, mode=params.mode,
