@@ -10,3 +10,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # session, so nothing leaks between runs or into the user's own ~/.prefect.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="dataworth-prefect-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+# Session fixtures shared by the flow, stability and query tests (after the environment above).
+from .flow_fixtures import prefect_api, sample_model_dir  # noqa: E402, F401

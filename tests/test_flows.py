@@ -12,7 +12,7 @@ from flows.ingest import ingest
 from flows.nightly import nightly_valuation
 from storage import GradientStore
 
-from .flow_fixtures import SAMPLE_SHARDS, land, nightly_params, prefect_api, sample_model_dir  # noqa: F401
+from .flow_fixtures import SAMPLE_SHARDS, land, nightly_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 

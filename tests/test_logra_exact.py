@@ -4,7 +4,6 @@ Brute force: torch.func per-example gradients of the base weights, projected by 
 product (P_out kron P_in) vec(G), in float64. Tolerance: relative error below 1e-10.
 """
 
-import pytest
 import torch
 from torch.func import functional_call, grad, vmap
 

@@ -7,8 +7,6 @@ import pytest
 from scoring.queries import QuerySet, greedy_generator
 from valuation.sample.model import load_model
 
-from .flow_fixtures import sample_model_dir  # noqa: F401
-
 
 def write(path, records):
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")

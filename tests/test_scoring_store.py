@@ -15,7 +15,7 @@ from scoring.engine import scan_scores
 from scoring.normalization import normalize_rows
 from scoring.queries import provider_sum_matrix, scoring_queries
 from storage import CodecConfig, GradientStore, RowMetadata
-from valuation import FisherPartial, LoGra, PreconditionedQueries, ProjectionConfig, influence_scores
+from valuation import LoGra, PreconditionedQueries, ProjectionConfig, influence_scores
 from valuation.credit import credit_matrix
 
 from .models import lm_batch, tiny_gpt2

@@ -7,8 +7,6 @@ from valuation import ProjectionConfig
 from valuation.data import read_jsonl
 from valuation.sample.model import load_model, load_sample_corpus, sample_queries_path
 
-from .flow_fixtures import sample_model_dir  # noqa: F401
-
 
 @pytest.fixture(scope="module")
 def sample(sample_model_dir):
