@@ -78,7 +78,7 @@ def ingest(params: IngestParams = IngestParams()):
 
     futures = [quarantine_shard.submit(v, params) for v in bad]
     if good:
-        store_ref = prepare_store(params)
+        store_ref = prepare_store(params, good[0].examples)
         futures += [log_and_commit.submit(v, params, store_ref) for v in good]
     wait(futures)
     failures = [f for f in futures if f.state.is_failed()]

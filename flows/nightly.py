@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 
+from tasks.ingest import open_store
+
 from .fisher import refresh_fisher
 from .ingest import IngestSummary, ingest
 from .params import NightlyParams
@@ -38,6 +40,10 @@ def nightly_valuation(params: NightlyParams = NightlyParams()):
     ingest_summary = ingest_state.result(raise_on_failure=False)
     if not isinstance(ingest_summary, IngestSummary):
         ingest_summary = None
+    store = open_store(params.workspace.store_url, read_only=True)
+    if store is None or store.n_rows == 0:
+        return Failed(message=f"no committed rows in {params.workspace.store_url} yet: nothing to score "
+                      f"(ingestion: {ingest_state.message})")
     refresh = refresh_fisher(params.refresh_fisher())
     scored = score(params.score())
     summary = NightlySummary(ingest_summary, refresh, scored)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dask.array as da
 import numpy as np
+import torch
 import zarr
 
 from valuation.fisher import FisherPartial, FisherSnapshot
@@ -34,10 +35,20 @@ from .ingest import CommitResult, commit, prepare_shard, utc_now
 from .location import StoreLocation, open_root
 from .lock import committer_lock
 from .manifest import ManifestEntry, committed_rows, read_manifest
+from .projections import load_projections, save_projections
 from .rows import RowArrays, create_row_arrays
 from .schema import (
-    ATTRS_KEY, MANIFEST, ROW_SCALE, ROWS, SCHEMA_VERSION, SHARDS, SNAPSHOTS, STAGING,
-    RowMetadata, StoreAttributes, StoredMetadata,
+    ATTRS_KEY,
+    MANIFEST,
+    ROW_SCALE,
+    ROWS,
+    SCHEMA_VERSION,
+    SHARDS,
+    SNAPSHOTS,
+    STAGING,
+    RowMetadata,
+    StoreAttributes,
+    StoredMetadata,
 )
 from .snapshots import StoredSnapshot
 from .staging import StagingArea, commit_staged
@@ -93,8 +104,12 @@ class GradientStore:
         chunk_rows: int | None = None,
         storage_options: dict[str, Any] | None = None,
         lock_timeout: float = 60.0,
+        projections: Mapping[str, tuple[Any, Any]] | None = None,
     ) -> GradientStore:
-        """A new, empty store. Raises StoreExistsError if one is there already."""
+        """A new, empty store. Raises StoreExistsError if one is there already.
+
+        `projections` ((P_in, P_out) per module) must be given for data-dependent (PCA) projections:
+        later loggers and queries rebuild the same add-ons from them."""
         codec = codec or CodecConfig()
         location = StoreLocation(str(url), storage_options or {})
         width = spec.layout.total
@@ -121,6 +136,8 @@ class GradientStore:
             })
             for name in (MANIFEST, SHARDS, SNAPSHOTS, STAGING):
                 root.create_group(name)
+            if projections is not None:
+                save_projections(root, spec, projections)
             # Identity last: a crash during creation leaves a group that open() refuses, not a store.
             root.attrs.put({ATTRS_KEY: attrs.model_dump(mode="json")})
         return cls(location, read_only=False, lock_timeout=lock_timeout)
@@ -185,6 +202,10 @@ class GradientStore:
         """Raise ProjectionMismatchError / ModelMismatchError naming both sides if rows logged
         under (spec, model_fingerprint) do not belong in this store."""
         check_compatible(self.attributes, spec, model_fingerprint)
+
+    def projections(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+        """The stored (P_in, P_out) per module, or None where the seed alone rebuilds them."""
+        return load_projections(self.root(), self.layout)
 
     # ---- the committed view --------------------------------------------------------------
 

@@ -9,10 +9,11 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from flows.params import IngestParams
-from storage import GradientStore, RowMetadata, StoreNotFoundError
+from storage import GradientStore, RowMetadata, StoreExistsError, StoreNotFoundError
+from valuation.data import Example
 from valuation.pipeline import log_examples
 
-from .models import load_for_logging
+from .models import fit_pca, load_for_logging
 from .shards import ShardRef, ValidatedShard, discover_shards, quarantine, validate_shard
 
 
@@ -73,10 +74,24 @@ def quarantine_shard(validated: ValidatedShard, params: IngestParams) -> ShardOu
 
 
 @task(name="prepare-store")
-def prepare_store(params: IngestParams) -> StoreRef:
-    """Open the store, or create it under this model and projection (which loads the model)."""
-    loaded = load_for_logging(params.model, params.workspace, params.projection)
-    store = GradientStore.open_or_create(params.workspace.store_url, loaded.logra.spec, loaded.fingerprint)
+def prepare_store(params: IngestParams, calibration: list[Example]) -> StoreRef:
+    """Open the store, or create it under this model and projection.
+
+    A PCA projection is fitted on `calibration` (the night's first valid shard) and saved with
+    the store, so every later logger and query uses exactly the same matrices.
+    """
+    store = open_store(params.workspace.store_url)
+    if store is None:
+        projections = None
+        if params.projection.init == "pca":
+            projections = fit_pca(params, calibration)
+            get_run_logger().info("PCA projection fitted on %d examples", len(calibration))
+        loaded = load_for_logging(params.model, params.workspace, params.projection, projections)
+        try:
+            store = GradientStore.create(params.workspace.store_url, loaded.logra.spec, loaded.fingerprint,
+                                         projections=projections)
+        except StoreExistsError:  # another run created it meanwhile: its projection rules
+            store = GradientStore.open(params.workspace.store_url)
     return StoreRef(store.url, store.attributes.created_at)
 
 
@@ -105,7 +120,7 @@ def log_and_commit(validated: ValidatedShard, params: IngestParams, store: Store
     gradient_store = GradientStore.open(store.url)
     if gradient_store.is_committed(ref.sha256):
         return ShardOutcome(ref.name, ref.sha256, "already_committed")
-    loaded = load_for_logging(params.model, params.workspace, params.projection)
+    loaded = load_for_logging(params.model, params.workspace, gradient_store.spec.config, gradient_store.projections())
     with loaded.lock:
         logged = log_examples(
             loaded.logra, loaded.tokenizer, validated.examples,

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import torch
 
-from flows.params import SAMPLE_MODEL, ModelParams, Workspace
+from flows.params import SAMPLE_MODEL, IngestParams, ModelParams, Workspace
 from valuation import LoGra, ProjectionConfig
+from valuation.data import Example, batches, encode_example
 from valuation.fingerprint import model_fingerprint
-from valuation.spec import matrices_digest
+from valuation.logra import pca_projections
 from valuation.pipeline import autocast_dtype_for, resolve_device
 from valuation.sample.model import load_model, prepare_sample_model
+from valuation.spec import matrices_digest
 
 
 @dataclass
@@ -38,6 +40,20 @@ def model_path(params: ModelParams, workspace: Workspace) -> str:
         return str(prepare_sample_model(workspace.models / "sample-gpt2"))
     path = Path(params.name_or_path).expanduser()
     return str(path.resolve()) if path.exists() else params.name_or_path
+
+
+def fit_pca(params: IngestParams, examples: list[Example]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """PCA projections of `params.projection` from the KFAC factors of `examples`, on a fresh copy
+    of the model (the cached one may carry add-ons already)."""
+    model, tokenizer = load_model(model_path(params.model, params.workspace))
+    model = model.to(resolve_device(params.model.device)).eval()
+    encoded = [encode_example(tokenizer, e, params.model.max_length) for e in examples]
+    device = next(model.parameters()).device
+    calibration = (
+        {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        for batch in batches(encoded, params.model.batch_size, tokenizer.pad_token_id)
+    )
+    return pca_projections(model, params.projection, calibration, fisher=params.fisher)
 
 
 def load_for_logging(

@@ -118,7 +118,7 @@ def publish_artifacts(report: Report, files: dict[str, Path]) -> None:
 def score_and_report(params: ScoreParams, estimator: str = "empirical") -> ScoreOutcome:
     logger = get_run_logger()
     store = GradientStore.open(params.workspace.store_url, read_only=True)
-    loaded = load_for_logging(params.model, params.workspace, store.spec.config)
+    loaded = load_for_logging(params.model, params.workspace, store.spec.config, store.projections())
     store.check_compatible(loaded.logra.spec, loaded.fingerprint)
     generate = None
     if params.generate_max_new_tokens:

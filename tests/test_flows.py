@@ -94,3 +94,22 @@ def await_keys(state):
     import asyncio
 
     return asyncio.run(artifact_keys(state.state_details.flow_run_id))
+
+
+def test_pca_projection_is_fitted_once_and_kept_with_the_store(tmp_path, sample_model_dir):
+    from valuation import ProjectionConfig
+
+    params = nightly_params(tmp_path, sample_model_dir, projection=ProjectionConfig(init="pca", rank_in=8, rank_out=8))
+    land(params, SAMPLE_SHARDS[0])
+    state, first = run_nightly(params)
+    assert state.is_completed(), state.message
+    store = GradientStore.open(params.workspace.store_url, read_only=True)
+    projections = store.projections()
+    assert store.spec.config.init == "pca" and projections is not None
+
+    land(params, SAMPLE_SHARDS[1])  # logged with the stored matrices, not a new fit
+    state, second = run_nightly(params)
+    assert state.is_completed(), state.message
+    store = GradientStore.open(params.workspace.store_url, read_only=True)
+    assert store.n_rows == sum(len(s.read_text().splitlines()) for s in SAMPLE_SHARDS[:2])
+    assert second.score.files["json"] != first.score.files["json"]

@@ -63,6 +63,28 @@ def random_projections(layout: GradientLayout, seed: int) -> dict[str, tuple[tor
     }
 
 
+def pca_projections(
+    model: nn.Module,
+    config: ProjectionConfig,
+    batches: Iterable[Batch],
+    objective: Objective | None = None,
+    fisher: FisherConfig | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(P_in, P_out) per tracked module: top eigenvectors of its KFAC factors, from one data pass.
+
+    With the true-Fisher estimator the output-gradient factor uses sampled labels too.
+    """
+    fisher = fisher or FisherConfig()
+    targets = select_modules(model, config)
+    layout = _layout(targets, config)
+    seed = fisher.sample_seed if fisher.estimator == "true" else None
+    covs = kfac_covariances(model, targets, batches, objective or CausalLMObjective(), seed)
+    return {
+        m.name: (pca_projection(covs[m.name][0], m.k_in), pca_projection(covs[m.name][1], m.k_out))
+        for m in layout.modules
+    }
+
+
 class LoGra:
     """LoGra add-on layers injected into `model`, and the per-example gradients they record."""
 
@@ -90,15 +112,7 @@ class LoGra:
         fisher: FisherConfig | None = None,
     ) -> LoGra:
         """Initialise projections with the top eigenvectors of KFAC factors from one data pass."""
-        fisher = fisher or FisherConfig()
-        targets = select_modules(model, config)
-        layout = _layout(targets, config)
-        seed = fisher.sample_seed if fisher.estimator == "true" else None
-        covs = kfac_covariances(model, targets, batches, objective or CausalLMObjective(), seed)
-        projections = {
-            m.name: (pca_projection(covs[m.name][0], m.k_in), pca_projection(covs[m.name][1], m.k_out))
-            for m in layout.modules
-        }
+        projections = pca_projections(model, config, batches, objective, fisher)
         return cls(model, config.model_copy(update={"init": "pca"}), projections=projections)
 
     @property

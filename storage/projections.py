@@ -1,0 +1,44 @@
+"""Projection matrices kept with the rows when the seed alone cannot rebuild them (PCA init).
+
+Written at creation, before the store's identity attribute, and checked against the spec's
+matrices digest, so rows and the projection that made them can never drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from valuation.layout import GradientLayout
+from valuation.spec import ProjectionSpec, matrices_digest
+
+from .codecs import put_array
+from .errors import RowsInvalidError
+
+PROJECTIONS = "projections"
+
+
+def save_projections(root: zarr.Group, spec: ProjectionSpec, projections: Mapping[str, tuple[Any, Any]]) -> None:
+    tensors = {n: (torch.as_tensor(p_in), torch.as_tensor(p_out)) for n, (p_in, p_out) in projections.items()}
+    if set(tensors) != set(spec.layout.names) or matrices_digest(tensors) != spec.matrices_sha256:
+        raise RowsInvalidError("the projection matrices given are not the ones the projection spec describes")
+    group = root.create_group(PROJECTIONS)
+    for name, (p_in, p_out) in tensors.items():
+        module = group.create_group(name)
+        put_array(module, "p_in", p_in.to(torch.float32).numpy())
+        put_array(module, "p_out", p_out.to(torch.float32).numpy())
+
+
+def load_projections(root: zarr.Group, layout: GradientLayout) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+    if PROJECTIONS not in root:
+        return None
+    group = root[PROJECTIONS]
+    return {
+        m.name: (torch.from_numpy(np.asarray(group[m.name]["p_in"][...])),
+                 torch.from_numpy(np.asarray(group[m.name]["p_out"][...])))
+        for m in layout.modules
+    }
