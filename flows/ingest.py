@@ -79,7 +79,12 @@ def ingest(params: IngestParams = IngestParams()):
     futures = [quarantine_shard.submit(v, params) for v in bad]
     if good:
         store_ref = prepare_store(params, good[0].examples)
-        futures += [log_and_commit.submit(v, params, store_ref) for v in good]
+        # One model copy per device; shards round-robin over them and log in parallel, while the
+        # store's lock lets one commit through at a time.
+        devices = params.model.devices or [params.model.device]
+        for i, v in enumerate(good):
+            on_device = params.model.model_copy(update={"device": devices[i % len(devices)]})
+            futures.append(log_and_commit.submit(v, params.model_copy(update={"model": on_device}), store_ref))
     wait(futures)
     failures = [f for f in futures if f.state.is_failed()]
     summary.outcomes += [f.result() for f in futures if not f.state.is_failed()]

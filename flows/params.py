@@ -59,6 +59,10 @@ class ModelParams(BaseModel):
         "or a local directory saved with save_pretrained",
     )
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    devices: list[str] = Field(
+        default=[], description="shards fan out over these devices, one logging task each at a time "
+        "(e.g. cuda:0, cuda:1); empty: just `device`",
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: bf16 autocast on GPU, fp32 on CPU"
     )

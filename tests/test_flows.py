@@ -38,6 +38,8 @@ def run_nightly(params):
 
 def test_nightly_end_to_end_then_incremental(tmp_path, sample_model_dir):
     params = nightly_params(tmp_path, sample_model_dir)
+    # Shards fan out over two "devices" (both the CPU here), as they would over two GPUs.
+    params = params.model_copy(update={"model": params.model.model_copy(update={"devices": ["cpu", "cpu"]})})
     land(params, *SAMPLE_SHARDS[:3])
 
     state, first = run_nightly(params)
