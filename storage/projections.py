@@ -22,10 +22,15 @@ from .errors import RowsInvalidError
 PROJECTIONS = "projections"
 
 
-def save_projections(root: zarr.Group, spec: ProjectionSpec, projections: Mapping[str, tuple[Any, Any]]) -> None:
+def checked_projections(spec: ProjectionSpec, projections: Mapping[str, tuple[Any, Any]]) -> dict:
+    """The matrices as tensors, if they are the ones `spec` describes (checked before anything is written)."""
     tensors = {n: (torch.as_tensor(p_in), torch.as_tensor(p_out)) for n, (p_in, p_out) in projections.items()}
     if set(tensors) != set(spec.layout.names) or matrices_digest(tensors) != spec.matrices_sha256:
         raise RowsInvalidError("the projection matrices given are not the ones the projection spec describes")
+    return tensors
+
+
+def save_projections(root: zarr.Group, tensors: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
     group = root.create_group(PROJECTIONS)
     for name, (p_in, p_out) in tensors.items():
         module = group.create_group(name)

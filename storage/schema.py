@@ -68,6 +68,9 @@ class StoreAttributes(BaseModel):
     chunk_rows: int
     created_at: str
     code_version: str
+    # Fisher partial sums of different estimators must not be added up: part of the identity.
+    fisher_estimator: str = "empirical"
+    fisher_sample_seed: int = 0
 
     @property
     def spec(self) -> ProjectionSpec:

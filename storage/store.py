@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import zarr
 
+from valuation.config import FisherConfig
 from valuation.fisher import FisherPartial, FisherSnapshot
 from valuation.layout import GradientLayout
 from valuation.spec import ProjectionSpec
@@ -35,7 +36,7 @@ from .ingest import CommitResult, commit, prepare_shard, utc_now
 from .location import StoreLocation, open_root
 from .lock import committer_lock
 from .manifest import ManifestEntry, committed_rows, read_manifest
-from .projections import load_projections, save_projections
+from .projections import checked_projections, load_projections, save_projections
 from .rows import RowArrays, create_row_arrays
 from .schema import (
     ATTRS_KEY,
@@ -105,12 +106,15 @@ class GradientStore:
         storage_options: dict[str, Any] | None = None,
         lock_timeout: float = 60.0,
         projections: Mapping[str, tuple[Any, Any]] | None = None,
+        fisher: FisherConfig | None = None,
     ) -> GradientStore:
         """A new, empty store. Raises StoreExistsError if one is there already.
 
         `projections` ((P_in, P_out) per module) must be given for data-dependent (PCA) projections:
         later loggers and queries rebuild the same add-ons from them."""
         codec = codec or CodecConfig()
+        if projections is not None:
+            projections = checked_projections(spec, projections)
         location = StoreLocation(str(url), storage_options or {})
         width = spec.layout.total
         attrs = StoreAttributes(
@@ -121,6 +125,8 @@ class GradientStore:
             chunk_rows=chunk_rows or default_chunk_rows(width, codec),
             created_at=utc_now(),
             code_version=code_version(),
+            fisher_estimator=(fisher or FisherConfig()).estimator,
+            fisher_sample_seed=(fisher or FisherConfig()).sample_seed,
         )
         with committer_lock(location.lock_path, location.url, lock_timeout):
             zstore = location.zarr_store()
@@ -137,7 +143,7 @@ class GradientStore:
             for name in (MANIFEST, SHARDS, SNAPSHOTS, STAGING):
                 root.create_group(name)
             if projections is not None:
-                save_projections(root, spec, projections)
+                save_projections(root, projections)
             # Identity last: a crash during creation leaves a group that open() refuses, not a store.
             root.attrs.put({ATTRS_KEY: attrs.model_dump(mode="json")})
         return cls(location, read_only=False, lock_timeout=lock_timeout)
@@ -207,6 +213,17 @@ class GradientStore:
         """The stored (P_in, P_out) per module, or None where the seed alone rebuilds them."""
         return load_projections(self.root(), self.layout)
 
+    def check_fisher(self, fisher: FisherConfig | None) -> None:
+        """Refuse Fisher partials of another estimator: they cannot be summed with this store's."""
+        if fisher is None:
+            return
+        mine = (self.attributes.fisher_estimator, self.attributes.fisher_sample_seed)
+        if (fisher.estimator, fisher.sample_seed) != mine:
+            raise RowsInvalidError(
+                f"store {self.url} sums the {mine[0]} Fisher (sample seed {mine[1]}); these rows come with the "
+                f"{fisher.estimator} Fisher (sample seed {fisher.sample_seed}): use the store's estimator"
+            )
+
     # ---- the committed view --------------------------------------------------------------
 
     def root(self) -> zarr.Group:
@@ -255,11 +272,13 @@ class GradientStore:
         spec: ProjectionSpec,
         model_fingerprint: dict[str, Any],
         name: str | None = None,
+        fisher: FisherConfig | None = None,
     ) -> CommitResult:
         """Append one shard's rows (n x K float32, numpy or torch), metadata and Fisher partial
         sums (computed from the rows when None), under the committer lock. A shard whose hash
         is already committed is not written again: the result says `already_committed`."""
         self.check_compatible(spec, model_fingerprint)
+        self.check_fisher(fisher)
         with self._committing() as root:
             for entry in read_manifest(root):
                 if entry.shard_hash == shard_hash:  # skip the encoding; commit() would write nothing either

@@ -89,7 +89,7 @@ def prepare_store(params: IngestParams, calibration: list[Example]) -> StoreRef:
         loaded = load_for_logging(params.model, params.workspace, params.projection, projections)
         try:
             store = GradientStore.create(params.workspace.store_url, loaded.logra.spec, loaded.fingerprint,
-                                         projections=projections)
+                                         projections=projections, fisher=params.fisher)
         except StoreExistsError:  # another run created it meanwhile: its projection rules
             store = GradientStore.open(params.workspace.store_url)
     return StoreRef(store.url, store.attributes.created_at)
@@ -132,7 +132,7 @@ def log_and_commit(validated: ValidatedShard, params: IngestParams, store: Store
                            snippets=[e.display_text for e in examples])
     result = gradient_store.commit_shard(
         ref.sha256, logged.rows, metadata, logged.fisher,
-        spec=loaded.logra.spec, model_fingerprint=loaded.fingerprint, name=ref.name,
+        spec=loaded.logra.spec, model_fingerprint=loaded.fingerprint, name=ref.name, fisher=params.fisher,
     )
     logger.info("%s: %s rows [%d, %d)", ref.name, result.status, result.row_start, result.row_stop)
     return ShardOutcome(ref.name, ref.sha256, result.status, result.rows)

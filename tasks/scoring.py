@@ -60,7 +60,7 @@ def matching_stability(params: ScoreParams, store: GradientStore) -> Stability |
 
 
 def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet, params: ScoreParams,
-                    model_name: str, estimator: str) -> Report:
+                    model_name: str) -> Report:
     metadata = store.read_metadata()
     scan = scores.scan
 
@@ -78,7 +78,7 @@ def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet
         store_version=store_version(store),
         fisher_snapshot=scores.snapshot.version,
         fisher_alpha=fisher.alpha,
-        fisher_estimator=estimator,
+        fisher_estimator=store.attributes.fisher_estimator,
         influence_mode=params.mode,
         query_set_sha256=queries.sha256,
         code_version=code_version(),
@@ -115,7 +115,7 @@ def publish_artifacts(report: Report, files: dict[str, Path]) -> None:
 
 
 @task(name="score-and-report")
-def score_and_report(params: ScoreParams, estimator: str = "empirical") -> ScoreOutcome:
+def score_and_report(params: ScoreParams) -> ScoreOutcome:
     logger = get_run_logger()
     store = GradientStore.open(params.workspace.store_url, read_only=True)
     loaded = load_for_logging(params.model, params.workspace, store.spec.config, store.projections())
@@ -131,7 +131,7 @@ def score_and_report(params: ScoreParams, estimator: str = "empirical") -> Score
             max_length=params.model.max_length, autocast_dtype=loaded.autocast_dtype,
             chunk_rows=params.chunk_rows, dask_address=params.dask_address,
         )
-    report = assemble_report(store, scores, queries, params, loaded.path, estimator)
+    report = assemble_report(store, scores, queries, params, loaded.path)
     stamp = report.provenance.created_at.strftime("%Y%m%dT%H%M%SZ")
     directory = params.workspace.reports / f"{stamp}-{queries.sha256[:8]}"
     files = write_report(report, directory)
