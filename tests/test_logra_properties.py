@@ -103,14 +103,19 @@ def test_random_projection_is_reproducible_from_seed_and_name():
         assert torch.equal(a[name][0], b[name][0]) and torch.equal(a[name][1], b[name][1])
 
 
-def test_bfloat16_autocast_keeps_float32_statistics_close():
+@pytest.mark.parametrize(
+    "dtype, loss_scale, tolerance",
+    [(torch.bfloat16, 1.0, 0.05), (torch.float16, 1024.0, 0.01)],  # 8 and 11 mantissa bits
+    ids=["bf16", "fp16"],
+)
+def test_autocast_keeps_float32_statistics_close(dtype, loss_scale, tolerance):
     model = tiny_gpt2(dtype=torch.float32)
     batch = lm_batch([12, 7, 4])
     logra = LoGra(model, ProjectionConfig(rank_in=8, rank_out=8))
     exact = logra.log_batch(batch).rows
-    mixed = logra.log_batch(batch, autocast_dtype=torch.bfloat16).rows
+    mixed = logra.log_batch(batch, autocast_dtype=dtype, loss_scale=loss_scale).rows
     assert mixed.dtype == torch.float32
-    assert ((mixed - exact).norm() / exact.norm()).item() < 0.05  # bf16 has 8 mantissa bits
+    assert ((mixed - exact).norm() / exact.norm()).item() < tolerance
 
 
 def test_true_fisher_rows_use_sampled_labels_reproducibly():
