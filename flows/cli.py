@@ -16,6 +16,7 @@ examples:
   dataworth run refresh-fisher --force       # recompute the Fisher snapshot now
   dataworth server                           # Prefect server + UI on http://127.0.0.1:4200
   dataworth serve --cron "0 2 * * *" --timezone Europe/Berlin
+  dataworth serve --workspace /srv/val --landing /data/new --model ./my-model
   dataworth stability --seeds 0 1 2          # how much credit depends on the projection seed
   dataworth store info                       # rows, providers, shards, snapshots
   dataworth store verify                     # manifest vs rows vs checksums (exit 1 on damage)
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--port", type=int, default=4200)
 
     serve = commands.add_parser("serve", help="register the deployments and serve them for the UI and schedule")
-    _workspace_args(serve)
+    _run_args(serve)  # the deployments' default parameters, as for `run`
     serve.add_argument("--cron", default="0 2 * * *", help="nightly schedule (default: %(default)s)")
     serve.add_argument("--timezone", default="UTC", help="IANA time zone of the cron (default: %(default)s)")
 
@@ -75,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("action", choices=["diff"])
     report.add_argument("a", type=Path, help="older report (report.json or its directory)")
     report.add_argument("b", type=Path, help="newer report")
+    # One list of examples: each subcommand's --help shows the lines about it.
+    for name, subparser in commands.choices.items():
+        subparser.epilog = "examples:\n" + "\n".join(
+            line for line in EXAMPLES.splitlines() if line.split()[1:2] == [name])
+        subparser.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 
@@ -154,9 +160,10 @@ def _serve(args: argparse.Namespace) -> int:
     from flows.deployments import serve_deployments
     from flows.params import Workspace
 
+    params = _flow_params(args)
     # Absolute, so runs started from the UI find the same state whatever their working directory.
-    workspace = Workspace(root=str(Path(args.workspace).resolve()))
-    serve_deployments(workspace, cron=args.cron, timezone=args.timezone)
+    params = params.model_copy(update={"workspace": Workspace(root=str(params.workspace.path))})
+    serve_deployments(params, cron=args.cron, timezone=args.timezone)
     return 0
 
 

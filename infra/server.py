@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
+from typing import NoReturn
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 def server_env() -> dict[str, str]:
@@ -15,13 +17,16 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def start_server(host: str = "127.0.0.1", port: int = 4200) -> int:
-    """Run `prefect server start` in the foreground; returns its exit code.
+def start_server(host: str = "127.0.0.1", port: int = 4200) -> NoReturn:
+    """Become `prefect server start` (never returns).
 
-    Binds to loopback unless told otherwise: the API has no authentication by default.
+    Binds to loopback unless told otherwise: the API has no authentication by default. The
+    process is replaced rather than forked, so a service manager's SIGTERM reaches the server
+    itself instead of leaving it running orphaned.
     """
-    if host == "0.0.0.0":
-        print("warning: binding to all interfaces exposes an unauthenticated API", file=sys.stderr)
-    print(f"Prefect UI: http://{host}:{port}  (set PREFECT_API_URL=http://{host}:{port}/api in other shells)")
+    if host not in LOOPBACK:
+        print(f"warning: binding to {host} exposes an unauthenticated API beyond this machine", file=sys.stderr)
+    print(f"Prefect UI: http://{host}:{port}  (set PREFECT_API_URL=http://{host}:{port}/api in other shells)",
+          flush=True)
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port), "--analytics-off"]
-    return subprocess.call(command, env=server_env())
+    os.execve(sys.executable, command, server_env())

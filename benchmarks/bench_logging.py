@@ -1,0 +1,145 @@
+"""Logging throughput: LoGra against a plain forward+backward and against per-example full
+gradients with a dense Gaussian projection (TRAK-style), on GPT-2-family models built from configs.
+
+All three see the same model weights and the same unpadded batch (torch.func's vmap cannot trace
+HF attention masking, and padding would only favour LoGra). The dense baseline projects each
+tracked module's full per-example gradient to LoGra's size for that module, so both produce rows
+of the same width; its projection matrices are built before timing.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch.func import functional_call, grad, vmap
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from valuation import FisherConfig, LoGra, ProjectionConfig
+from valuation.objectives import CausalLMObjective
+from valuation.projection import random_projection
+from valuation.targets import select_modules
+
+from .measure import median_seconds, peak_memory_bytes
+
+SIZES = {  # (n_embd, n_layer, n_head)
+    "gpt2-64x2": (64, 2, 2),  # the default two: seconds on a 2-core CPU
+    "gpt2-128x4": (128, 4, 4),
+    "gpt2-256x6": (256, 6, 4),  # for a GPU: the dense baseline's projections alone take 4.8 GB
+}
+
+
+class LoggingConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sizes: tuple[str, ...] = ("gpt2-64x2", "gpt2-128x4")
+    batch: int = Field(default=8, ge=1)
+    seq: int = Field(default=128, ge=2)
+    vocab: int = Field(default=2048, ge=16)
+    rank: int = Field(default=16, ge=1)
+    repeats: int = Field(default=5, ge=1)
+
+    @field_validator("sizes")
+    @classmethod
+    def _known(cls, sizes: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = set(sizes) - set(SIZES)
+        if unknown:
+            raise ValueError(f"unknown sizes {sorted(unknown)}; choose from {list(SIZES)}")
+        return sizes
+
+
+def build_model(size: str, config: LoggingConfig, device: torch.device) -> GPT2LMHeadModel:
+    n_embd, n_layer, n_head = SIZES[size]
+    gpt_config = GPT2Config(
+        vocab_size=config.vocab, n_positions=config.seq, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+        bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )
+    # Eager attention for all three: vmap has no batching rule for CPU SDPA and would fall back to
+    # a per-example loop, slowing the dense baseline for a reason unrelated to the method.
+    gpt_config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(gpt_config).to(device).eval()
+
+
+def token_batch(config: LoggingConfig, device: torch.device) -> dict:
+    ids = torch.randint(0, config.vocab, (config.batch, config.seq), generator=torch.Generator().manual_seed(1))
+    ids = ids.to(device)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
+def _numel_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def bench_size(size: str, config: LoggingConfig, device: torch.device) -> dict:
+    objective = CausalLMObjective()
+    plain_model = build_model(size, config, device)
+    logra_model = copy.deepcopy(plain_model)
+    batch = token_batch(config, device)
+    projection = ProjectionConfig(rank_in=config.rank, rank_out=config.rank)
+    logra = LoGra(logra_model, projection)
+
+    def plain() -> None:
+        plain_model.zero_grad(set_to_none=True)
+        objective.losses(objective.forward(plain_model, batch), batch).sum().backward()
+
+    def logged() -> torch.Tensor:
+        return logra.log_batch(batch, objective).rows
+
+    sampled = FisherConfig(estimator="true")
+
+    def logged_true_fisher() -> torch.Tensor:  # a second backward pass, with labels drawn from the model
+        return logra.log_batch(batch, objective, fisher=sampled).fisher_rows
+
+    # Dense baseline: full per-example gradients of the same tracked weights, then k x D Gaussians.
+    tracked = select_modules(plain_model, projection)
+    params = {k: v.detach() for k, v in plain_model.named_parameters()}
+    weights = {f"{name}.weight": params[f"{name}.weight"] for name in tracked}
+    sizes = {m.name: m.size for m in logra.layout.modules}
+    matrices = {
+        f"{name}.weight": random_projection(0, name, "dense", sizes[name], w.numel()).to(device, torch.float32)
+        for name, w in zip(tracked, weights.values())
+    }
+
+    def example_loss(w: dict, ids: torch.Tensor) -> torch.Tensor:
+        logits = functional_call(plain_model, {**params, **w}, (), {"input_ids": ids[None]}).logits
+        return objective.losses(logits, {"labels": ids[None]}).sum()
+
+    per_example = vmap(grad(example_loss), in_dims=(None, 0))
+
+    def dense() -> torch.Tensor:
+        grads = per_example(weights, batch["input_ids"])
+        return torch.cat([grads[n].reshape(config.batch, -1) @ matrices[n].T for n in weights], dim=1)
+
+    actions = {"plain": plain, "logra": logged, "logra_true_fisher": logged_true_fisher, "dense": dense}
+    seconds = median_seconds(actions, config.repeats, device)
+    peaks = {name: peak_memory_bytes(action, device) for name, action in actions.items()}
+    tokens = config.batch * config.seq
+    state_bytes = {
+        "logra": _numel_bytes(p for a in logra.adapters.values() for p in (a.p_in, a.p_out)),
+        "dense": _numel_bytes(matrices.values()),
+    }
+    logra.remove()
+    result = {
+        "size": size,
+        "params": sum(p.numel() for p in plain_model.parameters()),
+        "tracked_params": sum(w.numel() for w in weights.values()),
+        "row_width": logra.layout.total,
+        "tokens_per_batch": tokens,
+        "state_bytes": state_bytes,
+        "seconds": seconds,
+        "tokens_per_s": {name: tokens / s for name, s in seconds.items()},
+        "peak_bytes": peaks,
+        "overhead_vs_plain": seconds["logra"] / seconds["plain"],
+        "true_fisher_overhead_vs_plain": seconds["logra_true_fisher"] / seconds["plain"],
+        "speedup_vs_dense": seconds["dense"] / seconds["logra"],
+    }
+    if all(peaks.values()):
+        result["memory_vs_plain"] = peaks["logra"] / peaks["plain"]
+        result["memory_dense_vs_logra"] = peaks["dense"] / peaks["logra"]
+    return result
+
+
+def bench_logging(config: LoggingConfig, device: torch.device) -> list[dict]:
+    return [bench_size(size, config, device) for size in config.sizes]

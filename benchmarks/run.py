@@ -1,0 +1,163 @@
+"""All performance benchmarks in one command, written as JSON and a Markdown table.
+
+    python -m benchmarks.run [--out bench-results] [--device auto] [--only logging scoring ...]
+
+Every figure comes with a ratio against a baseline measured in the same process, so a busy
+machine shifts both sides alike: logging against a plain forward+backward and against dense
+projection of per-example gradients; scoring from the store against an in-memory matrix
+product; each shard's commit against the commit into a one-shard store; each codec's bytes
+against float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+SECTIONS = ("logging", "scoring", "incrementality", "storage")
+MB = 1e6
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options; cheap to call (nothing heavy is imported until `run`). Unset sizes come from
+    the benchmarks' own config defaults."""
+    parser.add_argument("--out", type=Path, default=Path("bench-results"),
+                        help="output directory (default: %(default)s)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
+    parser.add_argument("--device", default="auto", help="logging device: auto (CUDA when present), cpu, cuda")
+    parser.add_argument("--sizes", nargs="+", help="logging: GPT-2 sizes (gpt2-64x2 gpt2-128x4 gpt2-256x6; "
+                        "default: the first two)")
+    parser.add_argument("--batch", type=int, help="logging: examples per batch (default: 8)")
+    parser.add_argument("--seq", type=int, help="logging: tokens per example (default: 128)")
+    parser.add_argument("--rows", type=int, help="scoring: rows in the store (default: 32768)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats; medians are reported")
+    parser.add_argument("--workdir", help="where temporary stores go (default: the system's temporary directory)")
+
+
+def _given(**options) -> dict:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _environment(device) -> dict:
+    import torch
+
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value / MB:,.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def render(results: dict) -> str:
+    env = results["environment"]
+    parts = [(f"Measured {env['time']} on {env['device']} ({env['cpu_count']} CPUs, {env['torch_threads']} torch "
+              f"thread(s), torch {env['torch']}); logging device: {results['device']}.")]
+    if "logging" in results:
+        rows = []
+        for r in results["logging"]:
+            t, p, s = r["tokens_per_s"], r["peak_bytes"], r["state_bytes"]
+            rows.append([
+                r["size"], f"{r['params']:,}", f"{r['tracked_params']:,}", f"{r['row_width']:,}",
+                f"{t['plain']:,.0f}", f"{t['logra']:,.0f}", f"{t['dense']:,.0f}",
+                f"**{r['overhead_vs_plain']:.2f}x**", f"{r['true_fisher_overhead_vs_plain']:.2f}x",
+                f"**{r['speedup_vs_dense']:.2f}x**",
+                f"{_mb(p['plain'])} / {_mb(p['logra'])} / {_mb(p['dense'])}", f"{_mb(s['logra'])} / {_mb(s['dense'])}",
+            ])
+        parts.append("**Logging** (tokens/s; time ratios; peak MB above the starting level):\n\n" + _table(
+            ["model", "params", "tracked weights", "row width", "plain fwd+bwd tok/s", "LoGra tok/s",
+             "dense tok/s", "LoGra time / plain", "LoGra + sampled-label Fisher time / plain", "dense time / LoGra",
+             "peak MB plain / LoGra / dense",
+             "projection MB LoGra / dense"], rows))
+    if "scoring" in results:
+        r = results["scoring"]
+        rows = [[name.replace("_", " "), f"{r['pairs_per_s'][name]:,.0f}",
+                 f"{r['pairs_per_s'][name] * 2 * r['width'] / 1e9:.1f}", f"{r['vs_matmul'][name]:.2f}x",
+                 _mb(r["peak_bytes"][name])] for name in r["seconds"]]
+        parts.append(f"**Scoring** {r['rows']:,} rows x {r['queries']} queries, width {r['width']:,}, "
+                     f"store codec {r['precision']}, chunks of {r['chunk_rows']:,} rows:\n\n"
+                     + _table(["path", "pairs/s", "GFLOP/s", "vs in-memory matmul", "peak MB"], rows))
+    if "incrementality" in results:
+        r = results["incrementality"]
+        rows = [[str(n), f"{s:.3f}", f"{ratio:.2f}x"]
+                for n, (s, ratio) in enumerate(zip(r["commit_seconds"], r["vs_one_shard"]))]
+        parts.append(f"**Incrementality**: committing one more shard of {r['shard_rows']:,} rows "
+                     "(median over fresh stores):\n\n"
+                     + _table(["shards already stored", "commit seconds", "vs one shard stored"], rows))
+    if "storage" in results:
+        rows = [[r["precision"], f"{r['bytes_per_row']:,.0f}", f"{r['vs_float32_store']:.3f}",
+                 f"{r['dot_spearman_mean']:.5f}", f"{r['relatif_top10_recall']:.3f}"] for r in results["storage"]]
+        parts.append("**Storage** per training example (LoGra rows of width 2,048, Blosc behind each precision):\n\n"
+                     + _table(["codec", "bytes/example", "vs float32 store", "score Spearman vs float32 (dot)",
+                               "top-10 recall (relatif)"], rows))
+    return "\n\n".join(parts) + "\n"
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+    from pydantic import ValidationError
+
+    from .bench_codecs import CodecBenchConfig, bench_codecs
+    from .bench_logging import LoggingConfig, bench_logging
+    from .bench_scoring import ScoringConfig, bench_incrementality, bench_scoring
+
+    try:  # every option checked before the first minute of measuring
+        logging = LoggingConfig(**_given(sizes=args.sizes and tuple(args.sizes), batch=args.batch, seq=args.seq,
+                                         repeats=args.repeats))
+        scoring = ScoringConfig(**_given(rows=args.rows), repeats=max(1, args.repeats // 2))
+    except ValidationError as err:
+        problem = err.errors()[0]
+        raise SystemExit(f"benchmarks: invalid option {problem['loc'][0]}: {problem['msg']}") from None
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    results: dict = {"environment": _environment(device), "device": str(device), "sections": list(args.only)}
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        workdir = Path(tmp)
+        if "logging" in args.only:
+            print("logging ...")
+            results["logging"] = bench_logging(logging, device)
+        if "scoring" in args.only:
+            print("scoring ...")
+            results["scoring"] = bench_scoring(scoring, workdir)
+        if "incrementality" in args.only:
+            print("incrementality ...")
+            results["incrementality"] = bench_incrementality(scoring, workdir)
+        if "storage" in args.only:
+            print("storage ...")
+            results["storage"] = bench_codecs(CodecBenchConfig(), workdir)
+    args.out.mkdir(parents=True, exist_ok=True)
+    markdown = render(results)
+    (args.out / "bench.json").write_text(json.dumps(results, indent=1))
+    (args.out / "bench.md").write_text(markdown)
+    print(markdown)
+    print(f"written: {args.out / 'bench.json'}, {args.out / 'bench.md'}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The `dataworth` command in-process: help that teaches, store inspection, report diffs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+import pytest
+
+from flows.cli import build_parser, main
+from reporting.export import write_report
+from storage import GradientStore
+from tests.test_reporting import make_report
+from tests.test_store_support import MODEL, SPEC, make_shard
+from tests.test_store_verify import flip_bytes
+
+
+def help_text(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as done:
+        main([*argv, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_every_command_has_examples_in_its_help(capsys):
+    # Every subcommand, including ones added later (argparse keeps them on a private action).
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"run", "server", "serve", "stability", "store", "report"} <= set(commands)
+    top = help_text(capsys)
+    for name in commands:
+        assert re.search(rf"^  dataworth {name}\b", top, re.MULTILINE), name
+        examples = help_text(capsys, name).split("examples:\n", 1)[1]
+        lines = examples.strip().splitlines()
+        assert lines and all(line.split()[:2] == ["dataworth", name] for line in lines), name
+
+
+def test_server_binds_to_loopback_unless_told_otherwise():
+    assert build_parser().parse_args(["server"]).host == "127.0.0.1"
+
+
+@pytest.fixture
+def store_url(tmp_path) -> str:
+    url = str(tmp_path / "store.zarr")
+    store = GradientStore.create(url, SPEC, MODEL, chunk_rows=16)
+    for seed in range(2):
+        shard_hash, rows, meta = make_shard(seed, 20)
+        store.commit_shard(shard_hash, rows, meta, spec=SPEC, model_fingerprint=MODEL)
+    return url
+
+
+def test_store_info_and_verify(store_url, capsys):
+    assert main(["store", "info", "--store", store_url]) == 0
+    text = capsys.readouterr().out
+    assert "40 committed" in text and "shards     2" in text
+
+    assert main(["store", "info", "--store", store_url, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["rows"] == 40 and set(info["providers"]) == {"alice", "bob", "carol"}
+
+    assert main(["store", "verify", "--store", store_url]) == 0
+    assert capsys.readouterr().out.strip() == f"{store_url}: OK"
+
+
+def test_store_verify_fails_on_a_corrupted_store(store_url, tmp_path, capsys):
+    flip_bytes(tmp_path / "store.zarr" / "rows" / "c" / "1" / "0")
+    assert main(["store", "verify", "--store", store_url]) == 1
+    assert "problem: " in capsys.readouterr().out
+    assert main(["store", "verify", "--store", store_url, "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["problems"]
+
+
+def test_store_defaults_to_the_workspace_store(tmp_path, capsys):
+    workspace = tmp_path / "ws"
+    GradientStore.create(str(workspace / "store.zarr"), SPEC, MODEL, chunk_rows=16)
+    assert main(["store", "verify", "--workspace", str(workspace)]) == 0
+    assert capsys.readouterr().out.strip().endswith("store.zarr: OK")
+
+
+def test_report_diff(tmp_path, capsys):
+    before = make_report(store_version="41")[0]
+    after = make_report(providers=("acme", "borealis", "delta"), bias=(0.2, 0.6, 0.1), store_version="42")[0]
+    write_report(before, tmp_path / "a")
+    write_report(after, tmp_path / "b")
+    assert main(["report", "diff", str(tmp_path / "a"), str(tmp_path / "b" / "report.json")]) == 0
+    table = capsys.readouterr().out
+    assert "changed store_version: 41 → 42" in table
+    assert any(line.startswith("delta ") and line.rstrip().endswith("new") for line in table.splitlines())

@@ -1,0 +1,148 @@
+"""The attribution methods the checks compare, and their scores on a task.
+
+A method is a point in a small space: which gradients (LoGra projections, a dense projection of
+full gradients, or the full gradients themselves), which Fisher (empirical, sampled-label "true",
+or none), the damping alpha and the mode. LoGra methods run the production code path
+(`LoGra.log_batch`, `FisherPartial.snapshot`, `influence_scores`); an ensemble averages the
+scores of several projection seeds, each at a lower rank so the total storage stays the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..config import FisherConfig, InitMethod
+from ..fisher import FisherPartial, FisherSnapshot
+from ..influence import PreconditionedQueries, influence_scores
+from ..layout import GradientLayout
+from ..logra import LoGra
+from ..targets import select_modules
+from .gradients import Blocks, dense_projection, exact_scores, gradient_dot, per_example_gradients
+from .tasks.base import Task
+
+Gradients = Literal["logra", "dense", "full"]
+FisherChoice = Literal["empirical", "true", "none"]
+Mode = Literal["dot", "relatif"]
+
+
+class Method(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gradients: Gradients = "logra"
+    rank: int = Field(default=16, ge=1, description="k_in = k_out per module (logra, dense)")
+    init: InitMethod = "random"
+    seeds: tuple[int, ...] = Field(default=(0,), min_length=1, description="projection seeds; >1: an ensemble")
+    fisher: FisherChoice = "empirical"
+    damping: float = Field(default=0.1, ge=0)
+    mode: Mode = "relatif"
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> Method:
+        if self.fisher == "none" and (self.gradients != "full" or self.mode != "dot"):
+            raise ValueError("without a Fisher only the plain gradient dot product is defined (full, dot)")
+        if self.fisher == "true" and self.gradients != "logra":
+            raise ValueError("the sampled-label Fisher is evaluated for LoGra only")
+        if self.init == "pca" and (self.gradients != "logra" or len(self.seeds) > 1):
+            raise ValueError("PCA init is deterministic and LoGra-only: one seed, logra gradients")
+        if self.gradients == "full" and self.fisher == "empirical" and self.damping <= 0:
+            raise ValueError("exact influence needs damping > 0")
+        return self
+
+    @property
+    def name(self) -> str:
+        if self.fisher == "none":
+            return "grad-dot"
+        tail = f"a{self.damping:g}-{self.mode}"
+        if self.gradients == "full":
+            return f"exact-{tail}"
+        seeds = f"x{len(self.seeds)}" if len(self.seeds) > 1 else ""
+        fisher = "-true" if self.fisher == "true" else ""
+        head = "logra-" + self.init if self.gradients == "logra" else "dense"
+        return f"{head}-r{self.rank}{seeds}{fisher}-{tail}"
+
+
+@dataclass
+class LoggedRows:
+    layout: GradientLayout
+    train: torch.Tensor  # data-label gradients: what the store keeps
+    fisher: torch.Tensor  # what the Fisher sums
+    queries: torch.Tensor
+
+
+class Scorer:
+    """Scores (queries x train, float64 numpy) of methods on one task; gradients that several
+    methods need are computed once."""
+
+    def __init__(self, task: Task):
+        self.task = task
+        self._logged: dict[tuple, LoggedRows] = {}
+        # The last Fisher snapshot only: methods that differ just in mode come one after the other,
+        # and keeping every (rows, alpha) snapshot of a large grid would hold gigabytes.
+        self._snapshot: tuple[tuple, FisherSnapshot] | None = None
+        self._full: tuple[Blocks, Blocks] | None = None
+
+    def scores(self, method: Method) -> np.ndarray:
+        if method.gradients == "full":
+            train, queries = self.full_gradients()
+            if method.fisher == "none":
+                return gradient_dot(train, queries).numpy()
+            return exact_scores(train, queries, method.damping, method.mode).numpy()
+        return torch.stack([self._seed_scores(method, seed) for seed in method.seeds]).mean(dim=0).numpy()
+
+    def _seed_scores(self, method: Method, seed: int) -> torch.Tensor:
+        key = (method.gradients, method.rank, method.init, seed, method.fisher)
+        if key not in self._logged:
+            self._logged[key] = self._log(method, seed) if method.gradients == "logra" else self._dense(method, seed)
+        rows = self._logged[key]
+        if self._snapshot is None or self._snapshot[0] != (key, method.damping):
+            partial = FisherPartial.zeros(rows.layout).update(rows.fisher)
+            self._snapshot = ((key, method.damping), partial.snapshot(method.damping))
+        snapshot = self._snapshot[1]
+        queries = PreconditionedQueries.build(rows.queries, snapshot)
+        return influence_scores(queries, rows.train, method.mode, snapshot.self_influence(rows.train))
+
+    def _projection(self, method: Method, seed: int):
+        return self.task.projection.model_copy(
+            update={"rank_in": method.rank, "rank_out": method.rank, "init": "random", "seed": seed}
+        )
+
+    def _log(self, method: Method, seed: int) -> LoggedRows:
+        task, config = self.task, self._projection(method, seed)
+        fisher = FisherConfig(estimator=method.fisher)
+        if method.init == "pca":
+            logra = LoGra.with_pca(task.model, config, task.train_batches, task.objective, fisher)
+        else:
+            logra = LoGra(task.model, config)
+        try:
+            logged = [logra.log_batch(b, task.objective, fisher=fisher) for b in task.train_batches]
+            queries = torch.cat([logra.log_batch(b, task.objective).rows for b in task.query_batches])
+        finally:
+            logra.remove()
+        return LoggedRows(
+            logra.layout,
+            torch.cat([part.rows for part in logged]),
+            torch.cat([part.fisher_rows for part in logged]),
+            queries,
+        )
+
+    def _dense(self, method: Method, seed: int) -> LoggedRows:
+        with LoGra(self.task.model, self._projection(method, seed)) as logra:
+            layout = logra.layout  # only its sizes: the dense rows take LoGra's storage per module
+        train, queries = self.full_gradients()
+        rows = dense_projection(train, layout, seed)
+        return LoggedRows(layout, rows, rows, dense_projection(queries, layout, seed))
+
+    def full_gradients(self) -> tuple[Blocks, Blocks]:
+        if self._full is None:
+            task = self.task
+            modules = select_modules(task.model, task.projection)
+            self._full = (
+                per_example_gradients(task.model, modules, task.train_batches, task.objective),
+                per_example_gradients(task.model, modules, task.query_batches, task.objective),
+            )
+        return self._full

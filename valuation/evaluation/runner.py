@@ -1,0 +1,71 @@
+"""Run the counterfactual checks of a task for a list of methods; results as one JSON-able dict."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+from tqdm.auto import tqdm
+
+from .brittleness import BrittlenessConfig, run_brittleness
+from .lds import LDSConfig, run_lds
+from .lopo import LOPOConfig, run_lopo
+from .methods import Method, Scorer
+from .retrain import OutcomeCache
+from .tasks.base import Task
+
+Check = Literal["lds", "brittleness", "lopo"]
+CHECKS: tuple[Check, ...] = ("lds", "lopo", "brittleness")
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    checks: tuple[Check, ...] = CHECKS
+    lds: LDSConfig = LDSConfig()
+    lopo: LOPOConfig = LOPOConfig()
+    brittleness: BrittlenessConfig = BrittlenessConfig()
+
+
+def evaluate(
+    task: Task,
+    methods: Sequence[Method],
+    cache: OutcomeCache,
+    config: EvalConfig = EvalConfig(),
+    brittleness_methods: Sequence[Method] = (),
+) -> dict:
+    """Scores of every method, then each check of `config.checks` over them.
+
+    Brittleness runs on `brittleness_methods` (default: all of `methods`), since it retrains per
+    method; the other checks share their retrains across methods.
+    """
+    started = time.perf_counter()
+    brittle = (list(brittleness_methods) or list(methods)) if "brittleness" in config.checks else []
+    everything = {m.name: m for m in [*methods, *brittle]}
+    scorer = Scorer(task)
+    scores = {name: scorer.scores(m) for name, m in tqdm(everything.items(), desc="scoring methods", leave=False)}
+    scored_s = time.perf_counter() - started
+    listed = {m.name: scores[m.name] for m in methods}
+    results: dict = {
+        "task": task.name,
+        "identity": task.identity,
+        "n_train": task.n_train,
+        "query_ids": task.query_ids,
+        "methods": {name: m.model_dump(mode="json") for name, m in everything.items()},
+    }
+    if "lds" in config.checks:
+        results["lds"] = run_lds(listed, cache, task.n_train, config.lds)
+    if "lopo" in config.checks:
+        results["lopo"] = run_lopo(listed, task.providers, cache, config.lopo)
+    if "brittleness" in config.checks:
+        chosen = {m.name: scores[m.name] for m in brittle}
+        results["brittleness"] = run_brittleness(chosen, cache, task.n_train, task.n_queries, config.brittleness)
+    results["run"] = {
+        "scoring_s": scored_s,
+        "total_s": time.perf_counter() - started,
+        "retrains_done": cache.retrained,
+        "retrains_reused": cache.reused,
+    }
+    return results

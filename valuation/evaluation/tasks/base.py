@@ -1,0 +1,40 @@
+"""What a counterfactual check needs from a task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from ...config import ProjectionConfig
+from ...objectives import Batch, Objective
+from ..retrain import Retrain
+
+
+@dataclass
+class Task:
+    """A model trained on the whole training set, its data, and how to retrain it on a subset.
+
+    `model` must be what `retrain(all indices, seed=0)` trains: the methods value the data for
+    this model, the retrains measure what the data did to it. Batches carry `example_ids`.
+    """
+
+    name: str
+    model: nn.Module
+    objective: Objective
+    train_batches: list[Batch]  # every training example once, in index order
+    query_batches: list[Batch]
+    providers: list[str]  # per training example
+    query_ids: list[str]
+    retrain: Retrain
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)  # tracked modules; methods set ranks
+    identity: dict[str, Any] = field(default_factory=dict)  # the configuration that fixes the retrains
+
+    @property
+    def n_train(self) -> int:
+        return len(self.providers)
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.query_ids)
