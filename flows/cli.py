@@ -21,6 +21,8 @@ examples:
   dataworth store info                       # rows, providers, shards, snapshots
   dataworth store verify                     # manifest vs rows vs checksums (exit 1 on damage)
   dataworth report diff .dataworth/reports/A .dataworth/reports/B
+  dataworth eval --task classification --check all   # counterfactual accuracy (LDS, brittleness, LOPO)
+  dataworth bench                            # speed and memory, as ratios to same-process baselines
 """
 
 
@@ -71,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     _workspace_args(store)
     store.add_argument("--store", help="store URL (default: the workspace's store.zarr)")
     store.add_argument("--json", action="store_true", help="machine-readable output")
+
+    from flows.eval_cli import add_bench_arguments, add_eval_arguments
+
+    add_eval_arguments(commands.add_parser("eval", help="counterfactual accuracy checks of the credits"))
+    add_bench_arguments(commands.add_parser("bench", help="performance benchmarks (JSON + Markdown out)"))
 
     report = commands.add_parser("report", help="work with reports")
     report.add_argument("action", choices=["diff"])
@@ -128,14 +135,19 @@ def _stability(args: argparse.Namespace) -> int:
 
 def _store(args: argparse.Namespace) -> int:
     from flows.params import Workspace
+    from storage import StoreNotFoundError
     from storage.inspect import format_info, store_info, verify_store
 
     url = args.store or Workspace(root=args.workspace).store_url
-    if args.action == "info":
-        info = store_info(url)
-        print(json.dumps(info, indent=2, default=str) if args.json else format_info(info))
-        return 0
-    problems = verify_store(url)
+    try:
+        if args.action == "info":
+            info = store_info(url)
+            print(json.dumps(info, indent=2, default=str) if args.json else format_info(info))
+            return 0
+        problems = verify_store(url)
+    except StoreNotFoundError as err:  # a typo in --workspace deserves one line, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps({"store": url, "problems": problems}, indent=2))
     else:
@@ -170,7 +182,10 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
+    from flows.eval_cli import run_bench, run_eval
+
     handler = {
+        "eval": run_eval, "bench": run_bench,
         "run": _run, "stability": _stability, "store": _store, "report": _report,
         "server": _server, "serve": _serve,
     }
