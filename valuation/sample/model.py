@@ -138,33 +138,33 @@ def _per_token_loss(model: GPT2LMHeadModel, encoded: list[EncodedExample], batch
     return total / tokens
 
 
-def train_sample_model(examples: list[Example], config: SampleModelConfig = SampleModelConfig()) -> TrainedSample:
-    """Tokenizer and GPT-2 trained on `examples`; the same inputs give the same weights."""
-    started = time.perf_counter()
-    tokenizer = train_tokenizer([_full_text(e) for e in examples], config.vocab_size)
-    eot = tokenizer.eos_token_id
-    encoded = [encode_example(tokenizer, e, config.max_length) for e in examples]
-
-    torch.manual_seed(config.seed)
-    model = GPT2LMHeadModel(GPT2Config(
-        vocab_size=len(tokenizer), n_positions=config.n_positions, n_embd=config.n_embd,
-        n_layer=config.n_layer, n_head=config.n_head, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
+def build_gpt2(vocab_size: int, pad_id: int, config: SampleModelConfig, seed: int) -> GPT2LMHeadModel:
+    """A GPT-2 of `config`'s shape with weights drawn from `seed`."""
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(GPT2Config(
+        vocab_size=vocab_size, n_positions=config.n_positions, n_embd=config.n_embd,
+        n_layer=config.n_layer, n_head=config.n_head, bos_token_id=pad_id, eos_token_id=pad_id, pad_token_id=pad_id,
         # No dropout: the model is meant to fit its small corpus, and every step stays reproducible.
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
     ))
-    initial_loss = _per_token_loss(model, encoded, config.batch_size, eot)
 
+
+def fit_gpt2(
+    model: GPT2LMHeadModel, encoded: list[EncodedExample], pad_id: int, config: SampleModelConfig, seed: int,
+    progress: str | None = None,
+) -> GPT2LMHeadModel:
+    """`config.train_steps` AdamW steps over `encoded` in seeded epochs; returns the model in eval mode."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
     objective = CausalLMObjective()
-    order = torch.Generator().manual_seed(config.seed)
+    order = torch.Generator().manual_seed(seed)
     queue: list[int] = []
-    bar = tqdm(range(config.train_steps), desc="training sample model", unit="step", leave=False)
+    bar = tqdm(range(config.train_steps), desc=progress, unit="step", leave=False, disable=progress is None)
     for _ in bar:
         if len(queue) < config.batch_size:  # epochs in a fresh seeded order; none is skipped
             queue += torch.randperm(len(encoded), generator=order).tolist()
         picked, queue = queue[: config.batch_size], queue[config.batch_size :]
-        batch = collate([encoded[i] for i in picked], eot)
+        batch = collate([encoded[i] for i in picked], pad_id)
         # Summed over each example's tokens (the loss LoGra differentiates), averaged over the batch.
         loss = objective.losses(objective.forward(model, batch), batch).mean()
         optimizer.zero_grad(set_to_none=True)
@@ -174,9 +174,20 @@ def train_sample_model(examples: list[Example], config: SampleModelConfig = Samp
         scheduler.step()
         bar.set_postfix(loss=f"{loss.item():.1f}", refresh=False)
     bar.close()
+    return model.eval()
 
+
+def train_sample_model(examples: list[Example], config: SampleModelConfig = SampleModelConfig()) -> TrainedSample:
+    """Tokenizer and GPT-2 trained on `examples`; the same inputs give the same weights."""
+    started = time.perf_counter()
+    tokenizer = train_tokenizer([_full_text(e) for e in examples], config.vocab_size)
+    eot = tokenizer.eos_token_id
+    encoded = [encode_example(tokenizer, e, config.max_length) for e in examples]
+    model = build_gpt2(len(tokenizer), eot, config, config.seed)
+    initial_loss = _per_token_loss(model, encoded, config.batch_size, eot)
+    model = fit_gpt2(model, encoded, eot, config, config.seed, progress="training sample model")
     final_loss = _per_token_loss(model, encoded, config.batch_size, eot)
-    return TrainedSample(model.eval(), tokenizer, initial_loss, final_loss, time.perf_counter() - started)
+    return TrainedSample(model, tokenizer, initial_loss, final_loss, time.perf_counter() - started)
 
 
 def _marker(config: SampleModelConfig) -> dict:

@@ -14,11 +14,17 @@ import hashlib
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import GPT2Config, GPT2LMHeadModel
 
-from ...data import EncodedExample, batches, collate, encode_example, read_jsonl
+from ...data import EncodedExample, batches, encode_example, read_jsonl
 from ...objectives import CausalLMObjective
-from ...sample.model import SampleModelConfig, _lr_factor, load_sample_corpus, sample_queries_path, train_tokenizer
+from ...sample.model import (
+    SampleModelConfig,
+    build_gpt2,
+    fit_gpt2,
+    load_sample_corpus,
+    sample_queries_path,
+    train_tokenizer,
+)
 from .base import Task
 
 # Small enough that a retrain takes a few seconds on one CPU core. 120 steps of 16 examples is
@@ -35,29 +41,7 @@ class LMTaskConfig(BaseModel):
 
 def train_lm(encoded: list[EncodedExample], pad_id: int, vocab_size: int, config: SampleModelConfig, seed: int):
     """GPT-2 trained from seeded initial weights on `encoded`, as the sample model is trained."""
-    torch.manual_seed(seed)
-    model = GPT2LMHeadModel(GPT2Config(
-        vocab_size=vocab_size, n_positions=config.n_positions, n_embd=config.n_embd, n_layer=config.n_layer,
-        n_head=config.n_head, bos_token_id=pad_id, eos_token_id=pad_id, pad_token_id=pad_id,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-    ))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
-    objective = CausalLMObjective()
-    order = torch.Generator().manual_seed(seed)
-    queue: list[int] = []
-    for _ in range(config.train_steps):
-        if len(queue) < config.batch_size:
-            queue += torch.randperm(len(encoded), generator=order).tolist()
-        picked, queue = queue[: config.batch_size], queue[config.batch_size :]
-        batch = collate([encoded[i] for i in picked], pad_id)
-        loss = objective.losses(objective.forward(model, batch), batch).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-    return model.eval()
+    return fit_gpt2(build_gpt2(vocab_size, pad_id, config, seed), encoded, pad_id, config, seed)
 
 
 def _corpus_digest(texts: list[str]) -> str:
