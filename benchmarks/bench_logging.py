@@ -14,11 +14,11 @@ import copy
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.func import functional_call, grad, vmap
-from transformers import GPT2Config, GPT2LMHeadModel
 
+from evaluation.gradients import DenseProjection
+from sample.model import GPT2Shape, build_gpt2
 from valuation import FisherConfig, LoGra, ProjectionConfig
 from valuation.objectives import CausalLMObjective
-from valuation.projection import random_projection
 from valuation.targets import select_modules
 
 from .measure import median_seconds, peak_memory_bytes
@@ -49,17 +49,12 @@ class LoggingConfig(BaseModel):
         return sizes
 
 
-def build_model(size: str, config: LoggingConfig, device: torch.device) -> GPT2LMHeadModel:
+def build_model(size: str, config: LoggingConfig, device: torch.device):
     n_embd, n_layer, n_head = SIZES[size]
-    gpt_config = GPT2Config(
-        vocab_size=config.vocab, n_positions=config.seq, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-        bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-    )
+    shape = GPT2Shape(vocab_size=config.vocab, n_positions=config.seq, n_embd=n_embd, n_layer=n_layer, n_head=n_head)
     # Eager attention for all three: vmap has no batching rule for CPU SDPA and would fall back to
     # a per-example loop, slowing the dense baseline for a reason unrelated to the method.
-    gpt_config._attn_implementation = "eager"
-    torch.manual_seed(0)
-    return GPT2LMHeadModel(gpt_config).to(device).eval()
+    return build_gpt2(shape, attn_implementation="eager").to(device).eval()
 
 
 def token_batch(config: LoggingConfig, device: torch.device) -> dict:
@@ -96,11 +91,8 @@ def bench_size(size: str, config: LoggingConfig, device: torch.device) -> dict:
     tracked = select_modules(plain_model, projection)
     params = {k: v.detach() for k, v in plain_model.named_parameters()}
     weights = {f"{name}.weight": params[f"{name}.weight"] for name in tracked}
-    sizes = {m.name: m.size for m in logra.layout.modules}
-    matrices = {
-        f"{name}.weight": random_projection(0, name, "dense", sizes[name], w.numel()).to(device, torch.float32)
-        for name, w in zip(tracked, weights.values())
-    }
+    project = DenseProjection(logra.layout, {name: params[f"{name}.weight"].numel() for name in tracked}, seed=0,
+                              device=device, dtype=torch.float32)
 
     def example_loss(w: dict, ids: torch.Tensor) -> torch.Tensor:
         logits = functional_call(plain_model, {**params, **w}, (), {"input_ids": ids[None]}).logits
@@ -110,7 +102,7 @@ def bench_size(size: str, config: LoggingConfig, device: torch.device) -> dict:
 
     def dense() -> torch.Tensor:
         grads = per_example(weights, batch["input_ids"])
-        return torch.cat([grads[n].reshape(config.batch, -1) @ matrices[n].T for n in weights], dim=1)
+        return project({name: grads[f"{name}.weight"] for name in tracked})
 
     actions = {"plain": plain, "logra": logged, "logra_true_fisher": logged_true_fisher, "dense": dense}
     seconds = median_seconds(actions, config.repeats, device)
@@ -118,7 +110,7 @@ def bench_size(size: str, config: LoggingConfig, device: torch.device) -> dict:
     tokens = config.batch * config.seq
     state_bytes = {
         "logra": _numel_bytes(p for a in logra.adapters.values() for p in (a.p_in, a.p_out)),
-        "dense": _numel_bytes(matrices.values()),
+        "dense": project.nbytes,
     }
     logra.remove()
     result = {

@@ -26,22 +26,21 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
+from sample.model import GPT2Shape, build_gpt2  # noqa: E402
 from storage import CodecConfig, GradientStore, RowMetadata  # noqa: E402
 from storage.location import stored_bytes  # noqa: E402
 from valuation import FisherPartial, LoGra, PreconditionedQueries, ProjectionConfig, influence_scores  # noqa: E402
 from valuation.fingerprint import model_fingerprint  # noqa: E402
+from valuation.stats import spearman_columns  # noqa: E402
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 SHARD_ROWS = 4096  # a multiple of every codec's chunk, so no chunk is written twice
 TOP_K = 10
 
 
-def tiny_gpt2() -> GPT2LMHeadModel:
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=256, n_positions=64, n_embd=32, n_layer=2, n_head=2)
-    return GPT2LMHeadModel(config).eval()
+def tiny_gpt2():
+    return build_gpt2(GPT2Shape(vocab_size=256, n_positions=64, n_embd=32, n_layer=2, n_head=2)).eval()
 
 
 def token_batch(n: int, gen: torch.Generator) -> dict:
@@ -62,15 +61,6 @@ def log_rows(logra: LoGra, n: int, seed: int, batch: int = 64) -> tuple[np.ndarr
         rows.append(logra.log_batch(data).rows.numpy())
         tokens.append(data["attention_mask"].sum(dim=1).numpy() - 1)
     return np.concatenate(rows).astype(np.float32), np.concatenate(tokens)
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise Spearman correlation (scores are continuous: no ties to average)."""
-    ra = a.argsort(axis=1).argsort(axis=1).astype(np.float64)
-    rb = b.argsort(axis=1).argsort(axis=1).astype(np.float64)
-    ra -= ra.mean(axis=1, keepdims=True)
-    rb -= rb.mean(axis=1, keepdims=True)
-    return (ra * rb).sum(axis=1) / np.sqrt((ra**2).sum(axis=1) * (rb**2).sum(axis=1))
 
 
 def top_k_recall(a: np.ndarray, b: np.ndarray, k: int = TOP_K) -> np.ndarray:
@@ -135,7 +125,7 @@ def bench_codec(
         "max_rel_err": float((np.abs(decoded - rows) / np.abs(rows).max(axis=1, keepdims=True)).max()),
     }
     for mode in ("dot", "relatif"):
-        rho = spearman(got[mode], reference[mode])
+        rho = spearman_columns(got[mode].T, reference[mode].T)  # one rho per query
         result[f"{mode}_spearman_mean"] = float(rho.mean())
         result[f"{mode}_spearman_min"] = float(rho.min())
         result[f"{mode}_top10_recall"] = float(top_k_recall(got[mode], reference[mode]).mean())

@@ -22,7 +22,6 @@ examples:
   dataworth store verify                     # manifest vs rows vs checksums (exit 1 on damage)
   dataworth report diff .dataworth/reports/A .dataworth/reports/B
   dataworth eval --task classification --check all   # counterfactual accuracy (LDS, brittleness, LOPO)
-  dataworth bench                            # speed and memory, as ratios to same-process baselines
 """
 
 
@@ -74,10 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--store", help="store URL (default: the workspace's store.zarr)")
     store.add_argument("--json", action="store_true", help="machine-readable output")
 
-    from flows.eval_cli import add_bench_arguments, add_eval_arguments
+    from flows.eval_cli import add_eval_arguments
 
     add_eval_arguments(commands.add_parser("eval", help="counterfactual accuracy checks of the credits"))
-    add_bench_arguments(commands.add_parser("bench", help="performance benchmarks (JSON + Markdown out)"))
 
     report = commands.add_parser("report", help="work with reports")
     report.add_argument("action", choices=["diff"])
@@ -92,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _flow_params(args: argparse.Namespace):
-    from flows.params import NightlyParams, Workspace
+    from tasks.params import NightlyParams, Workspace
 
     if args.params:
         params = NightlyParams.model_validate_json(args.params.read_text())
@@ -134,9 +132,9 @@ def _stability(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> int:
-    from flows.params import Workspace
     from storage import StoreNotFoundError
     from storage.inspect import format_info, store_info, verify_store
+    from tasks.params import Workspace
 
     url = args.store or Workspace(root=args.workspace).store_url
     try:
@@ -163,14 +161,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _server(args: argparse.Namespace) -> int:
-    from infra.server import start_server
+    from flows.server import start_server
 
     return start_server(host=args.host, port=args.port)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from flows.deployments import serve_deployments
-    from flows.params import Workspace
+    from tasks.params import Workspace
 
     params = _flow_params(args)
     # Absolute, so runs started from the UI find the same state whatever their working directory.
@@ -182,10 +180,10 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
-    from flows.eval_cli import run_bench, run_eval
+    from flows.eval_cli import run_eval
 
     handler = {
-        "eval": run_eval, "bench": run_bench,
+        "eval": run_eval,
         "run": _run, "stability": _stability, "store": _store, "report": _report,
         "server": _server, "serve": _serve,
     }

@@ -8,10 +8,11 @@ from __future__ import annotations
 from prefect import serve
 from prefect.schedules import Cron
 
+from tasks.params import NightlyParams
+
 from .fisher import refresh_fisher
 from .ingest import ingest
 from .nightly import nightly_valuation
-from .params import NightlyParams
 from .score import score
 
 TAGS = ["dataworth"]

@@ -1,9 +1,8 @@
-"""`dataworth eval` and `dataworth bench`: argparse glue over valuation.evaluation and benchmarks.
+"""`dataworth eval`: argparse glue over the evaluation package.
 
     dataworth eval --task classification --check all --out eval-results/classification
     dataworth eval --task lm --check lds --subsets 32 --retrains 2 --out eval-results/lm
     dataworth eval --task lm --retrain-command "python train.py --indices {indices} --seed {seed} --out {output}"
-    dataworth bench --out bench-results
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ def _updated(config, **changes):
 
 
 def _eval_config(args: argparse.Namespace, defaults):
-    from valuation.evaluation.runner import CHECKS, EvalConfig
+    from evaluation.runner import CHECKS, EvalConfig
 
     return EvalConfig(
         checks=CHECKS if "all" in args.check else tuple(dict.fromkeys(args.check)),
@@ -71,10 +70,10 @@ def _eval_config(args: argparse.Namespace, defaults):
 def run_eval(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from valuation.evaluation import CommandRetrain, OutcomeCache, evaluate
-    from valuation.evaluation.report import render_markdown
-    from valuation.evaluation.suite import PLANS, all_methods, brittleness_methods, headline_methods
-    from valuation.evaluation.tasks import classification_task, language_model_task
+    from evaluation import CommandRetrain, OutcomeCache, evaluate
+    from evaluation.report import render_markdown
+    from evaluation.suite import PLANS, all_methods, brittleness_methods, headline_methods
+    from evaluation.tasks import classification_task, language_model_task
 
     plan = PLANS[args.task]
     try:
@@ -104,17 +103,4 @@ def run_eval(args: argparse.Namespace) -> int:
     (out / "results.md").write_text(markdown)
     print(markdown)
     print(f"written: {out / 'results.json'}, {out / 'results.md'}")
-    return 0
-
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    from benchmarks.run import add_arguments
-
-    add_arguments(parser)
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    from benchmarks.run import run
-
-    run(args)
     return 0

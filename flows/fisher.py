@@ -5,8 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.fisher import refresh
-
-from .params import RefreshParams
+from tasks.params import RefreshParams
 
 
 @flow(name="refresh-fisher", log_prints=True)

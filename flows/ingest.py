@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import wait
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.ingest import ShardOutcome, discover, log_and_commit, open_store, prepare_store, quarantine_shard, validate
+from tasks.ingest import discover, log_and_commit, open_store, prepare_store, quarantine_shard, validate
+from tasks.params import IngestParams
+from tasks.planning import IngestSummary, defer_id_clashes, plan_night
 from tasks.shards import quarantined_hashes
-
-from .params import IngestParams
-
-
-@dataclass
-class IngestSummary:
-    outcomes: list[ShardOutcome] = field(default_factory=list)
-
-    def count(self, status: str) -> int:
-        return sum(o.status == status for o in self.outcomes)
-
-    @property
-    def rows_committed(self) -> int:
-        return sum(o.rows for o in self.outcomes if o.status == "committed")
-
-    def summary(self) -> str:
-        lines = [f"{o.name}: {o.status}" + (f" ({o.rows} rows)" if o.rows else "") + (f" - {o.detail}" if o.detail else "")
-                 for o in self.outcomes]
-        lines.append(f"{self.count('committed')} committed ({self.rows_committed} rows), "
-                     f"{self.count('skipped')} already in the store, {self.count('quarantined')} quarantined")
-        return "\n".join(lines)
 
 
 @flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
@@ -49,32 +28,17 @@ def ingest(params: IngestParams = IngestParams()):
     known_ids = frozenset(store.read_metadata().example_ids) if store and store.n_rows else frozenset()
     held = quarantined_hashes(params.workspace.quarantine)
 
-    summary = IngestSummary()
-    new = []
-    for ref in refs:
-        if ref.sha256 in committed:
-            summary.outcomes.append(ShardOutcome(ref.name, ref.sha256, "skipped"))
-        elif ref.sha256 in held:
-            logger.warning("%s is still quarantined (same content as before); fix it to ingest it", ref.name)
-            summary.outcomes.append(ShardOutcome(ref.name, ref.sha256, "held", detail="quarantined earlier"))
-        else:
-            new.append(ref)
+    plan = plan_night(refs, committed, held)
+    for outcome in plan.outcomes:
+        if outcome.status == "held":
+            logger.warning("%s is still quarantined (same content as before); fix it to ingest it", outcome.name)
+    summary = IngestSummary(list(plan.outcomes))
 
-    validations = [validate.submit(ref, known_ids, int(params.max_shard_mb * 2**20)) for ref in new]
+    validations = [validate.submit(ref, known_ids, int(params.max_shard_mb * 2**20)) for ref in plan.new]
     validated = [f.result() for f in validations]
-    good = [v for v in validated if v.ok]
     bad = [v for v in validated if not v.ok]
-    # The same id in two new shards of one night: the later shard waits for the next night, when
-    # the first is committed and its ids are known to the store.
-    seen: dict[str, str] = {}
-    for v in list(good):
-        clash = next((seen[e.id] for e in v.examples if e.id in seen), None)
-        if clash:
-            good.remove(v)
-            summary.outcomes.append(ShardOutcome(v.shard.name, v.shard.sha256, "deferred",
-                                                 detail=f"shares example ids with {clash}"))
-            continue
-        seen.update({e.id: v.shard.name for e in v.examples})
+    good, deferred = defer_id_clashes([v for v in validated if v.ok])
+    summary.outcomes += deferred
 
     futures = [quarantine_shard.submit(v, params) for v in bad]
     if good:

@@ -8,10 +8,11 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 
 from tasks.ingest import open_store
+from tasks.params import NightlyParams
+from tasks.planning import IngestSummary
 
 from .fisher import refresh_fisher
-from .ingest import IngestSummary, ingest
-from .params import NightlyParams
+from .ingest import ingest
 from .score import score
 
 

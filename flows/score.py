@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
+from tasks.params import ScoreParams
 from tasks.scoring import score_and_report
-
-from .params import ScoreParams
 
 
 @flow(name="score", log_prints=True)

@@ -10,6 +10,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from scoring.results import Stability
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -93,15 +95,6 @@ class Band(_Model):
     seed: int
     low_percentile: float = 5.0  # those of valuation.credit.summarise
     high_percentile: float = 95.0
-
-
-class Stability(_Model):
-    """Agreement of provider credits across projection seeds: the noise the bootstrap cannot see."""
-
-    seeds: list[int]
-    spearman_mean: float
-    spearman_min: float
-    note: str = ""
 
 
 class ScoreHistogram(_Model):

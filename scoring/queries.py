@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
+import fsspec
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from storage import GradientStore
 from storage.snapshots import StoredSnapshot
 from valuation.config import InfluenceMode
-from pydantic import ValidationError
-
-from valuation.data import Example
+from valuation.data import Example, parse_jsonl
 from valuation.influence import PreconditionedQueries, safe_rsqrt
 from valuation.logra import LoGra
-from valuation.pipeline import log_examples
+from valuation.pipeline import LoggingOptions, log_examples
 
 from .engine import ScanResult, scan_scores
-
 
 Generator = Callable[[str], str]
 
@@ -35,26 +32,40 @@ class QuerySet:
     examples: list[Example]
 
     @classmethod
-    def load(cls, path: str, generate: Generator | None = None) -> QuerySet:
-        """Queries of a JSONL file; a line with a prompt and no response gets one from `generate`."""
-        examples = []
-        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
+    def load(cls, url: str, generate: Generator | None = None) -> QuerySet:
+        """Queries of a JSONL file (local path or fsspec URL); a line with a prompt and no response
+        gets one from `generate`. Any bad line raises a ValueError naming the file and the line."""
+        try:
+            with fsspec.open(url, "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ValueError(f"queries file {url!r} does not exist") from None
+        examples: list[Example] = []
+        first_line: dict[str, int] = {}
+        for line in parse_jsonl(data):
+            where = f"{url}, line {line.number}"
+            if line.problem:
+                raise ValueError(f"{where}: {line.problem}")
+            record = line.value
+            if not isinstance(record, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
             if "prompt" in record and "response" not in record:
                 if generate is None:
-                    raise ValueError(f"{path}, line {number}: a prompt without a response; "
+                    raise ValueError(f"{where}: a prompt without a response; "
                                      "give a response or let the model generate one (generate_max_new_tokens)")
-                record["response"] = generate(record["prompt"])
+                record = {**record, "response": generate(record["prompt"])}
             try:
-                examples.append(Example(**record))
+                example = Example(**record)
             except ValidationError as err:
-                raise ValueError(f"{path}, line {number}: {err.errors()[0]['msg']}") from None
+                raise ValueError(f"{where}: {err.errors()[0]['msg']}") from None
+            if example.id in first_line:
+                raise ValueError(f"{where}: query id {example.id!r} repeats line {first_line[example.id]}")
+            first_line[example.id] = line.number
+            examples.append(example)
         if not examples:
-            raise ValueError(f"{path}: no queries")
+            raise ValueError(f"{url}: no queries")
         digest = hashlib.sha256("\n".join(e.model_dump_json() for e in examples).encode()).hexdigest()
-        return cls(str(path), digest, examples)
+        return cls(str(url), digest, examples)
 
 
 def greedy_generator(model, tokenizer, max_new_tokens: int) -> Generator:
@@ -121,41 +132,41 @@ def check_credit(from_sums: np.ndarray, from_scan: np.ndarray) -> None:
         )
 
 
+@dataclass(frozen=True)
+class ScoreOptions:
+    """What a scoring pass computes and where it runs."""
+
+    mode: InfluenceMode = "dot"
+    snapshot_version: int | None = None  # latest when None
+    top_k: int = 5
+    chunk_rows: int | None = None  # rows per Dask task; the store's chunk when None
+    dask_address: str | None = None  # a distributed scheduler; local threads when None
+    logging: LoggingOptions = LoggingOptions()
+
+
 def score_store(
-    store: GradientStore,
-    logra: LoGra,
-    tokenizer,
-    queries: QuerySet,
-    *,
-    mode: InfluenceMode,
-    snapshot_version: int | None = None,
-    top_k: int = 5,
-    batch_size: int = 16,
-    max_length: int = 256,
-    autocast_dtype: torch.dtype | None = None,
-    chunk_rows: int | None = None,
-    dask_address: str | None = None,
+    store: GradientStore, logra: LoGra, tokenizer, queries: QuerySet, options: ScoreOptions = ScoreOptions()
 ) -> StoreScores:
     """Every query against every committed row, in one Dask pass over the store's chunks."""
     if not store.snapshot_versions():
         raise ValueError(f"{store.url} has no Fisher snapshot yet; run `dataworth run refresh-fisher`")
-    snapshot = store.load_snapshot(snapshot_version)
-    logged = log_examples(logra, tokenizer, queries.examples, batch_size=batch_size,
-                          max_length=max_length, autocast_dtype=autocast_dtype)
+    mode = options.mode
+    snapshot = store.load_snapshot(options.snapshot_version)
+    logged = log_examples(logra, tokenizer, queries.examples, options.logging)
     query_rows = scoring_queries(torch.from_numpy(logged.rows), snapshot, mode)
     scale = row_scale(store, snapshot, mode)
     codes, names = store.provider_codes()
     rows = store.dask_rows()
-    if chunk_rows:
-        rows = rows.rechunk((chunk_rows, -1))
+    if options.chunk_rows:
+        rows = rows.rechunk((options.chunk_rows, -1))
     client = contextlib.nullcontext()
-    if dask_address:
+    if options.dask_address:
         from distributed import Client
 
-        client = Client(dask_address)
+        client = Client(options.dask_address)
     with client:
-        scan = scan_scores(rows, codes, len(names), query_rows, k=top_k, row_scale=scale,
-                           scheduler=None if dask_address else "threads")
+        scan = scan_scores(rows, codes, len(names), query_rows, k=options.top_k, row_scale=scale,
+                           scheduler=None if options.dask_address else "threads")
     credit = query_rows.astype(np.float64) @ provider_sum_matrix(store, snapshot, mode, names).T
     check_credit(credit, scan.credit)
     return StoreScores(scan, credit, names, codes, snapshot, logged.losses)

@@ -13,25 +13,25 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
-from reporting.model import Stability
 from valuation import FisherConfig, LoGra, PreconditionedQueries, ProjectionConfig, influence_scores
 from valuation.config import InfluenceMode
 from valuation.credit import credit_matrix, positive_shares
 from valuation.data import Example
-from valuation.pipeline import log_examples
+from valuation.pipeline import LoggingOptions, log_examples
+from valuation.stats import spearman
+
+from .results import Stability
 
 
 def credit_under_seed(model, tokenizer, examples: Sequence[Example], queries: Sequence[Example], *,
                       projection: ProjectionConfig, fisher: FisherConfig, mode: InfluenceMode,
-                      batch_size: int = 16, max_length: int = 256) -> tuple[list[str], np.ndarray]:
+                      options: LoggingOptions = LoggingOptions()) -> tuple[list[str], np.ndarray]:
     """(provider names, queries x providers credit) with the model's LoGra add-ons built from `projection`."""
     logra = LoGra(model, projection)
     try:
-        options = {"batch_size": batch_size, "max_length": max_length}
-        train = log_examples(logra, tokenizer, examples, fisher=fisher, **options)
-        query = log_examples(logra, tokenizer, queries, **options)
+        train = log_examples(logra, tokenizer, examples, options, fisher=fisher)
+        query = log_examples(logra, tokenizer, queries, options)
     finally:
         logra.remove()
     snapshot = train.fisher.snapshot(fisher.damping)
@@ -43,7 +43,7 @@ def credit_under_seed(model, tokenizer, examples: Sequence[Example], queries: Se
 
 def seed_stability(model, tokenizer, examples: Sequence[Example], queries: Sequence[Example], *,
                    projection: ProjectionConfig, seeds: Sequence[int], fisher: FisherConfig | None = None,
-                   mode: InfluenceMode = "relatif", **options) -> Stability:
+                   mode: InfluenceMode = "relatif", options: LoggingOptions = LoggingOptions()) -> Stability:
     if len(seeds) < 2:
         raise ValueError("stability needs at least two seeds")
     fisher = fisher or FisherConfig()
@@ -51,9 +51,9 @@ def seed_stability(model, tokenizer, examples: Sequence[Example], queries: Seque
     for seed in seeds:
         names, credits[seed] = credit_under_seed(
             model, tokenizer, examples, queries,
-            projection=projection.model_copy(update={"seed": seed}), fisher=fisher, mode=mode, **options,
+            projection=projection.model_copy(update={"seed": seed}), fisher=fisher, mode=mode, options=options,
         )
-    pairs = [spearmanr(credits[a].ravel(), credits[b].ravel()).statistic
+    pairs = [spearman(credits[a], credits[b])
              for a, b in itertools.combinations(seeds, 2)]
     shares = np.stack([positive_shares(credits[s]) for s in seeds])
     spread = shares.max(axis=0) - shares.min(axis=0)

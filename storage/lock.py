@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import filelock
@@ -38,7 +38,7 @@ def committer_lock(path: Path, url: str, timeout: float) -> Iterator[None]:
     except filelock.Timeout:
         raise StoreLockedError(url, timeout, _holder(owner)) from None
     try:
-        since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        since = datetime.now(UTC).isoformat(timespec="seconds")
         owner.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {since}\n")
         yield
     finally:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prefect import get_run_logger, task
 
-from flows.params import RefreshParams, RefreshPolicy
 from scoring.normalization import normalize_rows, stored_normalization
 from storage import GradientStore, StoreError
+
+from .params import RefreshParams, RefreshPolicy
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def refresh(params: RefreshParams) -> RefreshOutcome:
     store = GradientStore.open(params.workspace.store_url)
     if store.n_rows == 0:
         return RefreshOutcome(None, False, "the store has no rows yet")
-    reason = refresh_reason(store, params.policy, datetime.now(timezone.utc))
+    reason = refresh_reason(store, params.policy, datetime.now(UTC))
     if reason:
         shards = [e.shard_hash for e in store.manifest]
         snapshot = store.fisher_partial(shards).snapshot(params.damping)

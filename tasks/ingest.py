@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from flows.params import IngestParams
 from storage import GradientStore, RowMetadata, StoreExistsError, StoreNotFoundError
 from valuation.data import Example
 from valuation.pipeline import log_examples
 
 from .models import fit_pca, load_for_logging
+from .params import IngestParams
+from .planning import ShardOutcome
 from .shards import ShardRef, ValidatedShard, discover_shards, quarantine, validate_shard
 
 
@@ -23,15 +24,6 @@ class StoreRef:
 
     url: str
     created_at: str
-
-
-@dataclass(frozen=True)
-class ShardOutcome:
-    name: str
-    sha256: str
-    status: str  # committed | already_committed | quarantined
-    rows: int = 0
-    detail: str = ""
 
 
 def open_store(url: str, read_only: bool = False) -> GradientStore | None:
@@ -123,9 +115,8 @@ def log_and_commit(validated: ValidatedShard, params: IngestParams, store: Store
     loaded = load_for_logging(params.model, params.workspace, gradient_store.spec.config, gradient_store.projections())
     with loaded.lock:
         logged = log_examples(
-            loaded.logra, loaded.tokenizer, validated.examples,
-            batch_size=params.model.batch_size, max_length=params.model.max_length,
-            fisher=params.fisher, autocast_dtype=loaded.autocast_dtype, progress=f"log {ref.name}",
+            loaded.logra, loaded.tokenizer, validated.examples, loaded.logging_options(params.model),
+            fisher=params.fisher, progress=f"log {ref.name}",
         )
     examples = validated.examples
     metadata = RowMetadata(logged.ids, [e.provider for e in examples], logged.n_tokens,

@@ -7,15 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from flows.params import SAMPLE_MODEL, IngestParams, ModelParams, Workspace
+from sample.model import prepare_sample_model
 from valuation import LoGra, ProjectionConfig
 from valuation.data import Example, batches, encode_example
 from valuation.fingerprint import model_fingerprint
 from valuation.logra import pca_projections
-from valuation.pipeline import autocast_dtype_for, resolve_device
-from valuation.sample.model import load_model, prepare_sample_model
+from valuation.pipeline import LoggingOptions, autocast_dtype_for, resolve_device
 from valuation.spec import matrices_digest
+
+from .params import SAMPLE_MODEL, IngestParams, ModelParams, Workspace
 
 
 @dataclass
@@ -29,9 +31,24 @@ class LoadedModel:
     # LoGra's recorder holds per-batch state: one batch at a time per loaded model.
     lock: threading.Lock
 
+    def logging_options(self, params: ModelParams) -> LoggingOptions:
+        return LoggingOptions(params.batch_size, params.max_length, self.autocast_dtype)
+
 
 _cache: dict[tuple, LoadedModel] = {}
 _lock = threading.Lock()
+
+
+def load_model(path_or_name: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model in eval mode, tokenizer) by `from_pretrained`, as for any causal LM.
+
+    A local directory is read with `local_files_only`, so a missing file is an error rather
+    than a download; a hub name follows the usual transformers settings (HF_HUB_OFFLINE).
+    """
+    local = Path(path_or_name).exists()
+    model = AutoModelForCausalLM.from_pretrained(path_or_name, local_files_only=local)
+    tokenizer = AutoTokenizer.from_pretrained(path_or_name, local_files_only=local)
+    return model.eval(), tokenizer
 
 
 def model_path(params: ModelParams, workspace: Workspace) -> str:

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.context import get_run_context
 
-from flows.params import ScoreParams
 from reporting.build import ExampleRecord, ScoringResult, TopK, build_report, score_histogram
 from reporting.export import write_report
-from reporting.model import Provenance, Report, Stability
+from reporting.model import Provenance, Report
 from reporting.render import to_markdown
-from scoring.queries import QuerySet, StoreScores, greedy_generator, score_store
+from scoring.queries import QuerySet, ScoreOptions, StoreScores, greedy_generator, score_store
+from scoring.results import Stability
 from scoring.stability import stability_key
 from storage import GradientStore
 from storage.store import code_version
 
 from .models import load_for_logging
+from .params import ScoreParams
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet
         influence_mode=params.mode,
         query_set_sha256=queries.sha256,
         code_version=code_version(),
-        created_at=datetime.now(timezone.utc),
+        created_at=datetime.now(UTC),
         run_id=_run_id(),
     )
     result = ScoringResult(
@@ -125,12 +126,11 @@ def score_and_report(params: ScoreParams) -> ScoreOutcome:
         generate = greedy_generator(loaded.model, loaded.tokenizer, params.generate_max_new_tokens)
     queries = QuerySet.load(params.queries, generate)
     with loaded.lock:
-        scores = score_store(
-            store, loaded.logra, loaded.tokenizer, queries, mode=params.mode,
-            snapshot_version=params.snapshot, top_k=params.top_k, batch_size=params.model.batch_size,
-            max_length=params.model.max_length, autocast_dtype=loaded.autocast_dtype,
-            chunk_rows=params.chunk_rows, dask_address=params.dask_address,
+        options = ScoreOptions(
+            mode=params.mode, snapshot_version=params.snapshot, top_k=params.top_k, chunk_rows=params.chunk_rows,
+            dask_address=params.dask_address, logging=loaded.logging_options(params.model),
         )
+        scores = score_store(store, loaded.logra, loaded.tokenizer, queries, options)
     report = assemble_report(store, scores, queries, params, loaded.path)
     stamp = report.provenance.created_at.strftime("%Y%m%dT%H%M%SZ")
     directory = params.workspace.reports / f"{stamp}-{queries.sha256[:8]}"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import fsspec
 
-from valuation.data import Example
+from valuation.data import Example, parse_jsonl
 
 SHARD_SUFFIXES = (".jsonl", ".parquet")
 # Ids, providers and shard names end up in file names and report paths: no separators, no
@@ -83,18 +83,9 @@ def _records(ref: ShardRef, data: bytes) -> Iterable[tuple[int, object, LineProb
         for number, record in enumerate(table.to_pylist(), start=1):
             yield number, record, None
         return
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            yield number, None, LineProblem(number, "line", f"not UTF-8 (byte {err.start})")
-            continue
-        try:
-            yield number, json.loads(text), None
-        except json.JSONDecodeError as err:
-            yield number, None, LineProblem(number, "line", f"invalid JSON: {err.msg} at column {err.colno}")
+    for line in parse_jsonl(data):
+        problem = LineProblem(line.number, "line", line.problem) if line.problem else None
+        yield line.number, line.value, problem
 
 
 def _check_record(record: object, line: int) -> list[LineProblem]:
@@ -122,7 +113,9 @@ def _check_record(record: object, line: int) -> list[LineProblem]:
     return problems
 
 
-def validate_shard(ref: ShardRef, known_ids: set[str] | frozenset[str] = frozenset(), max_bytes: int | None = None) -> ValidatedShard:
+def validate_shard(
+    ref: ShardRef, known_ids: set[str] | frozenset[str] = frozenset(), max_bytes: int | None = None
+) -> ValidatedShard:
     """Check every line; the shard is good only if every line is."""
     result = ValidatedShard(ref)
     if not SAFE_NAME.match(ref.name):

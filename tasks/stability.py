@@ -6,13 +6,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from flows.params import NightlyParams
 from scoring.queries import QuerySet
 from scoring.stability import seed_stability, stability_key
 from valuation.fingerprint import model_fingerprint
-from valuation.sample.model import load_model
+from valuation.pipeline import LoggingOptions
 
-from .models import model_path
+from .models import load_model, model_path
+from .params import NightlyParams
 from .shards import discover_shards, validate_shard
 
 
@@ -27,7 +27,7 @@ def measure_stability(params: NightlyParams, seeds: Sequence[int]) -> Path:
     stability = seed_stability(
         model, tokenizer, examples, queries, projection=params.projection, seeds=seeds,
         fisher=params.fisher, mode=params.mode,
-        batch_size=params.model.batch_size, max_length=params.model.max_length,
+        options=LoggingOptions(params.model.batch_size, params.model.max_length),
     )
     key = stability_key(params.projection, model_fingerprint(model)["fingerprint"], params.mode)
     path = params.workspace.stability

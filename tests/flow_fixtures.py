@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.params import SAMPLE_DIR, ModelParams, NightlyParams, Workspace
-from valuation.sample.model import prepare_sample_model
+from sample import SHARDS_DIR
+from tasks.params import ModelParams, NightlyParams, Workspace
 
-SAMPLE_SHARDS = sorted((SAMPLE_DIR / "shards").glob("*.jsonl"))
+SAMPLE_SHARDS = sorted(SHARDS_DIR.glob("*.jsonl"))
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +24,8 @@ def prefect_api(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sample_model_dir(tmp_path_factory) -> Path:
+    from sample.model import prepare_sample_model  # transformers: only for the tests that need the model
+
     return prepare_sample_model(tmp_path_factory.mktemp("models") / "sample-gpt2")
 
 

@@ -2,17 +2,13 @@
 
 import torch
 from torch import nn
-from transformers import GPT2Config, GPT2LMHeadModel
+
+from sample.model import GPT2Shape, build_gpt2
 
 
 def tiny_gpt2(dtype=torch.float64, seed=0, vocab=48, n_embd=16, n_layer=2):
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=vocab, n_positions=32, n_embd=n_embd, n_layer=n_layer, n_head=2,
-        bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-    )
-    config._attn_implementation = "eager"
-    return GPT2LMHeadModel(config).to(dtype).eval()
+    shape = GPT2Shape(vocab_size=vocab, n_positions=32, n_embd=n_embd, n_layer=n_layer, n_head=2)
+    return build_gpt2(shape, seed=seed, attn_implementation="eager").to(dtype).eval()
 
 
 def tiny_mlp(dtype=torch.float64, seed=0, dims=(4, 3, 2)):

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
+from sample.model import load_sample_corpus, train_tokenizer
 from tests.models import tiny_gpt2
 from valuation.data import EncodedExample, Example, batches, collate, encode_example, read_jsonl
 from valuation.objectives import IGNORE_INDEX, CausalLMObjective
-from valuation.sample.model import load_sample_corpus, train_tokenizer
 
 
 class CharTokenizer:

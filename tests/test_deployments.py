@@ -31,7 +31,7 @@ from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_API_URL
 
 from flows.deployments import build_deployments
-from flows.params import NightlyParams
+from tasks.params import NightlyParams
 
 from .flow_fixtures import SAMPLE_SHARDS, land, nightly_params
 

@@ -16,9 +16,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from flows.eval_cli import add_eval_arguments, run_eval
-from valuation import ProjectionConfig
-from valuation.evaluation import (
+from evaluation import (
     BrittlenessConfig,
     CommandRetrain,
     LDSConfig,
@@ -34,8 +32,10 @@ from valuation.evaluation import (
     spearman,
     spearman_columns,
 )
-from valuation.evaluation.gradients import exact_influence
-from valuation.evaluation.tasks import Task
+from evaluation.gradients import exact_influence
+from evaluation.tasks import Task
+from flows.eval_cli import add_eval_arguments, run_eval
+from valuation import ProjectionConfig
 from valuation.objectives import ClassificationObjective
 
 from .models import classification_batch, tiny_mlp
@@ -242,9 +242,9 @@ def test_eval_command_on_the_classification_task_writes_and_resumes(tmp_path, ca
 
 @pytest.mark.slow
 def test_language_model_task_retrains_its_own_model_and_runs_the_checks(tmp_path):
-    from valuation.evaluation import EvalConfig, evaluate
-    from valuation.evaluation.tasks import LMTaskConfig, language_model_task
-    from valuation.evaluation.tasks.language_model import EVAL_MODEL
+    from evaluation import EvalConfig, evaluate
+    from evaluation.tasks import LMTaskConfig, language_model_task
+    from evaluation.tasks.language_model import EVAL_MODEL
 
     task = language_model_task(LMTaskConfig(model=EVAL_MODEL.model_copy(update={"train_steps": 4})))
     assert (task.n_train, task.n_queries, len(set(task.providers))) == (280, 12, 6)

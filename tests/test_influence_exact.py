@@ -14,7 +14,11 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from valuation import (
-    ClassificationObjective, FisherPartial, LoGra, PreconditionedQueries, ProjectionConfig,
+    ClassificationObjective,
+    FisherPartial,
+    LoGra,
+    PreconditionedQueries,
+    ProjectionConfig,
     influence_scores,
 )
 
@@ -115,7 +119,8 @@ def test_sign_positive_means_helped():
 
     def query_loss_after_step(index):
         step = tiny_mlp(dims=DIMS)
-        losses = objective.losses(step(train["inputs"][index : index + 1]), {"labels": train["labels"][index : index + 1]})
+        one = slice(index, index + 1)
+        losses = objective.losses(step(train["inputs"][one]), {"labels": train["labels"][one]})
         grads = torch.autograd.grad(losses.sum(), list(step.parameters()))
         with torch.no_grad():
             for p, g in zip(step.parameters(), grads):

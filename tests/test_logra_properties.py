@@ -4,8 +4,14 @@ import pytest
 import torch
 
 from valuation import (
-    FisherConfig, FisherPartial, LoGra, NoModulesMatchedError, NonFiniteGradientError,
-    ProjectionConfig, ProjectionMismatchError, UnsupportedModuleError,
+    FisherConfig,
+    FisherPartial,
+    LoGra,
+    NoModulesMatchedError,
+    NonFiniteGradientError,
+    ProjectionConfig,
+    ProjectionMismatchError,
+    UnsupportedModuleError,
 )
 from valuation.objectives import CausalLMObjective
 

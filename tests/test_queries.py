@@ -5,7 +5,7 @@ import json
 import pytest
 
 from scoring.queries import QuerySet, greedy_generator
-from valuation.sample.model import load_model
+from tasks.models import load_model
 
 
 def write(path, records):

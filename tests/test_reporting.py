@@ -11,7 +11,7 @@ import re
 import shutil
 import struct
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,7 @@ def provenance(**changes) -> Provenance:
         influence_mode="relatif",
         query_set_sha256="9" * 64,
         code_version="0.1.0+abc1234",
-        created_at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        created_at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
         run_id="nightly-41",
     )
     return Provenance(**(fields | changes))

@@ -5,15 +5,10 @@ import json
 import pytest
 import torch
 
-from tests.models import lm_batch, tiny_gpt2
-from valuation import LoGra, ProjectionConfig
-from valuation.data import read_jsonl
-from valuation.fingerprint import model_fingerprint
-from valuation.sample import model as sample
-from valuation.sample.model import (
+from sample import model as sample
+from sample.model import (
     MARKER,
     SampleModelConfig,
-    load_model,
     load_sample_corpus,
     prepare_sample_model,
     sample_corpus_paths,
@@ -21,6 +16,11 @@ from valuation.sample.model import (
     train_sample_model,
     train_tokenizer,
 )
+from tasks.models import load_model
+from tests.models import lm_batch, tiny_gpt2
+from valuation import LoGra, ProjectionConfig
+from valuation.data import read_jsonl
+from valuation.fingerprint import model_fingerprint
 
 SMALL = SampleModelConfig(train_steps=20, max_length=96)
 

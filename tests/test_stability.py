@@ -2,10 +2,11 @@
 
 import pytest
 
+from sample.model import load_sample_corpus, sample_queries_path
 from scoring.stability import seed_stability
+from tasks.models import load_model
 from valuation import ProjectionConfig
 from valuation.data import read_jsonl
-from valuation.sample.model import load_model, load_sample_corpus, sample_queries_path
 
 
 @pytest.fixture(scope="module")

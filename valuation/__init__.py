@@ -14,7 +14,7 @@ from .errors import (
 from .fisher import FisherPartial, FisherSnapshot
 from .influence import PreconditionedQueries, influence_scores, top_k
 from .layout import GradientLayout, ModuleSpec
-from .logra import LoGra, LoggedBatch
+from .logra import LoggedBatch, LoGra
 from .objectives import CausalLMObjective, ClassificationObjective, Objective
 from .spec import ProjectionSpec
 

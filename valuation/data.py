@@ -52,24 +52,72 @@ def _first_problem(err: ValidationError) -> str:
     return f"{where}: {problem['msg']}" if where else problem["msg"]
 
 
-def read_jsonl(path: str | Path) -> list[Example]:
-    """Every example of a JSONL file; blank lines are skipped, any bad line stops the read."""
+@dataclass(frozen=True)
+class JsonLine:
+    """One non-blank line of a JSONL file: its parsed value, or why it has none."""
+
+    number: int  # 1-based
+    value: object = None
+    problem: str | None = None
+
+
+def _lone_surrogate(value: object) -> bool:
+    # JSON may spell a lone surrogate ("\ud800"); Python decodes it into a str no tokenizer or
+    # file can encode, so it must be refused here rather than crash the logging later.
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v) for v in value)
+    return False
+
+
+def parse_jsonl(data: bytes) -> Iterator[JsonLine]:
+    """Every non-blank line of JSONL bytes, parsed; the one JSONL reader of the project."""
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield JsonLine(number, problem=f"not UTF-8 (byte {err.start + 1} of the line)")
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            yield JsonLine(number, problem=f"invalid JSON: {err.msg} at column {err.colno}")
+            continue
+        if _lone_surrogate(value):
+            yield JsonLine(number, problem="a string holds a lone UTF-16 surrogate (e.g. \\ud800), which is not text")
+            continue
+        yield JsonLine(number, value)
+
+
+def read_examples(data: bytes, source: str) -> list[Example]:
+    """Every example of JSONL bytes; blank lines are skipped, the first bad line raises a ValueError
+    naming `source` and the line."""
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {number}: invalid JSON: {err.msg} at column {err.colno}") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
-            try:
-                examples.append(Example(**record))
-            except ValidationError as err:
-                raise ValueError(f"{path}, line {number}: {_first_problem(err)}") from None
+    for line in parse_jsonl(data):
+        where = f"{source}, line {line.number}"
+        if line.problem:
+            raise ValueError(f"{where}: {line.problem}")
+        if not isinstance(line.value, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(line.value).__name__}")
+        try:
+            examples.append(Example(**line.value))
+        except ValidationError as err:
+            raise ValueError(f"{where}: {_first_problem(err)}") from None
     return examples
+
+
+def read_jsonl(path: str | Path) -> list[Example]:
+    """Every example of a local JSONL file (see read_examples)."""
+    return read_examples(Path(path).read_bytes(), str(path))
 
 
 @dataclass(frozen=True)

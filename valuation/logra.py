@@ -88,7 +88,9 @@ def pca_projections(
 class LoGra:
     """LoGra add-on layers injected into `model`, and the per-example gradients they record."""
 
-    def __init__(self, model: nn.Module, config: ProjectionConfig | None = None, *, projections: Projections | None = None):
+    def __init__(
+        self, model: nn.Module, config: ProjectionConfig | None = None, *, projections: Projections | None = None
+    ):
         config = config or ProjectionConfig()
         targets = select_modules(model, config)
         layout = _layout(targets, config)
@@ -122,7 +124,10 @@ class LoGra:
 
     def projections(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """(P_in, P_out) per module, to save next to the logged rows (needed for PCA init)."""
-        return {n: (a.p_in.detach().cpu().clone(), a.p_out.detach().cpu().contiguous().clone()) for n, a in self.adapters.items()}
+        return {
+            n: (a.p_in.detach().cpu().clone(), a.p_out.detach().cpu().contiguous().clone())
+            for n, a in self.adapters.items()
+        }
 
     def recording(self, attention_mask: torch.Tensor | None = None) -> contextlib.AbstractContextManager:
         return self._recorder.recording(attention_mask)

@@ -18,6 +18,15 @@ from .fisher import FisherPartial
 from .logra import LoGra
 
 
+@dataclass(frozen=True)
+class LoggingOptions:
+    """How examples become gradient rows: the same for training shards, queries and stability."""
+
+    batch_size: int = 16
+    max_length: int = 256  # tokens per example; longer ones are truncated
+    autocast_dtype: torch.dtype | None = None  # None: the model's own precision
+
+
 @dataclass
 class LoggedExamples:
     ids: list[str]
@@ -46,21 +55,20 @@ def log_examples(
     logra: LoGra,
     tokenizer,
     examples: Sequence[Example],
+    options: LoggingOptions = LoggingOptions(),
     *,
-    batch_size: int = 16,
-    max_length: int = 256,
     fisher: FisherConfig | None = None,
-    autocast_dtype: torch.dtype | None = None,
     progress: str | None = None,
 ) -> LoggedExamples:
     """Projected gradients of every example, in input order, with their Fisher partial sums."""
     device = logra.bottlenecks[0].device
-    encoded = [encode_example(tokenizer, ex, max_length) for ex in examples]
+    autocast_dtype = options.autocast_dtype
+    encoded = [encode_example(tokenizer, ex, options.max_length) for ex in examples]
     loss_scale = 1024.0 if autocast_dtype == torch.float16 else 1.0
     partial = FisherPartial.zeros(logra.layout)
     rows, tokens, losses = [], [], []
     bar = tqdm(total=len(encoded), desc=progress, unit="ex", disable=progress is None, leave=False)
-    for batch in batches(encoded, batch_size, tokenizer.pad_token_id):
+    for batch in batches(encoded, options.batch_size, tokenizer.pad_token_id):
         on_device = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         logged = logra.log_batch(on_device, fisher=fisher, autocast_dtype=autocast_dtype, loss_scale=loss_scale)
         partial.update(logged.fisher_rows)

@@ -11,9 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sample import QUERIES_PATH, SHARDS_DIR
 from valuation.config import FisherConfig, InfluenceMode, ProjectionConfig
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "valuation" / "sample"
 SAMPLE_MODEL = "sample"
 
 
@@ -75,7 +75,7 @@ class IngestParams(BaseModel):
 
     workspace: Workspace = Workspace()
     landing: str = Field(
-        default=str(SAMPLE_DIR / "shards"),
+        default=str(SHARDS_DIR),
         description="directory (or fsspec URL) where new shards (*.jsonl, *.parquet) arrive",
     )
     model: ModelParams = ModelParams()
@@ -107,7 +107,7 @@ class ScoreParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     workspace: Workspace = Workspace()
-    queries: str = Field(default=str(SAMPLE_DIR / "queries.jsonl"), description="JSONL of model outputs to value")
+    queries: str = Field(default=str(QUERIES_PATH), description="JSONL of model outputs to value")
     generate_max_new_tokens: int = Field(
         default=64, ge=0, description="queries with a prompt and no response get the model's greedy response "
         "of up to this many tokens first (0: such queries are an error)",

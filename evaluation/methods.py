@@ -16,13 +16,14 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import FisherConfig, InitMethod
-from ..fisher import FisherPartial, FisherSnapshot
-from ..influence import PreconditionedQueries, influence_scores
-from ..layout import GradientLayout
-from ..logra import LoGra
-from ..targets import select_modules
-from .gradients import Blocks, dense_projection, exact_scores, gradient_dot, per_example_gradients
+from valuation.config import FisherConfig, InitMethod
+from valuation.fisher import FisherPartial, FisherSnapshot
+from valuation.influence import PreconditionedQueries, influence_scores
+from valuation.layout import GradientLayout
+from valuation.logra import LoGra
+from valuation.targets import select_modules
+
+from .gradients import Blocks, DenseProjection, exact_scores, gradient_dot, per_example_gradients
 from .tasks.base import Task
 
 Gradients = Literal["logra", "dense", "full"]
@@ -134,8 +135,9 @@ class Scorer:
         with LoGra(self.task.model, self._projection(method, seed)) as logra:
             layout = logra.layout  # only its sizes: the dense rows take LoGra's storage per module
         train, queries = self.full_gradients()
-        rows = dense_projection(train, layout, seed)
-        return LoggedRows(layout, rows, rows, dense_projection(queries, layout, seed))
+        project = DenseProjection.for_blocks(train, layout, seed)
+        rows = project(train)
+        return LoggedRows(layout, rows, rows, project(queries))
 
     def full_gradients(self) -> tuple[Blocks, Blocks]:
         if self._full is None:

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from valuation.stats import mean_and_stderr, spearman_columns
+
 from .retrain import OutcomeCache
-from .stats import mean_and_stderr, spearman_columns
 
 
 class LDSConfig(BaseModel):

@@ -26,12 +26,12 @@ def headline_table(results: dict, names: Sequence[str]) -> str:
     brittle = results.get("brittleness", {}).get("methods", {})
     rows = []
     for name in [*names, RANDOM] if brittle else names:
-        l, o, b = lds.get(name, {}), lopo.get(name, {}), brittle.get(name, {})
-        if not (l or o or b):
+        d, o, b = lds.get(name, {}), lopo.get(name, {}), brittle.get(name, {})
+        if not (d or o or b):
             continue
         rows.append([
             f"`{name}`",
-            _num(l.get("lds"), l.get("stderr")),
+            _num(d.get("lds"), d.get("stderr")),
             _num(o.get("spearman"), o.get("stderr")),
             _num(o.get("spearman_pooled")),
             _num(o.get("top1"), digits=2),

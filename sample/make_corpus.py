@@ -1,6 +1,6 @@
 """Generate the dataworth sample corpus: six data providers, four nightly shards, standing queries.
 
-Run `python valuation/sample/make_corpus.py` to (re)write, next to this file, shards/night-01.jsonl .. night-04.jsonl
+Run `python sample/make_corpus.py` to (re)write, next to this file, shards/night-01.jsonl .. night-04.jsonl
 (one JSON object a line: {"id", "provider", "text"}, or {"id", "provider", "prompt", "response"} for qa-tutor) and
 queries.jsonl (12 standing queries, model outputs to value, two per provider). Output is deterministic.
 All text is self-written: it comes only from the templates and word lists below, written by the dataworth project

@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..credit import credit_matrix, group_index
+from valuation.credit import credit_matrix, group_index
+from valuation.stats import mean_and_stderr, spearman, spearman_columns
+
 from .retrain import OutcomeCache
-from .stats import mean_and_stderr, spearman, spearman_columns
 
 
 class LOPOConfig(BaseModel):

@@ -7,8 +7,9 @@ from typing import Any
 
 from torch import nn
 
-from ...config import ProjectionConfig
-from ...objectives import Batch, Objective
+from valuation.config import ProjectionConfig
+from valuation.objectives import Batch, Objective
+
 from ..retrain import Retrain
 
 

@@ -4,13 +4,14 @@ Plain PyTorch and numpy. The retraining is supplied by the user (a callable or a
 `tasks` holds two ready-made tasks whose retrains take seconds on a CPU.
 """
 
+from valuation.stats import spearman, spearman_columns
+
 from .brittleness import BrittlenessConfig, run_brittleness
 from .lds import LDSConfig, lds_per_query, lds_subsets, run_lds
 from .lopo import LOPOConfig, run_lopo
 from .methods import Method, Scorer
 from .retrain import CommandRetrain, OutcomeCache, Retrain, RetrainError
 from .runner import EvalConfig, evaluate
-from .stats import spearman, spearman_columns
 
 __all__ = [
     "BrittlenessConfig", "CommandRetrain", "EvalConfig", "LDSConfig", "LOPOConfig", "Method", "OutcomeCache",

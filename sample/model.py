@@ -21,21 +21,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GPT2Config,
-    GPT2LMHeadModel,
-    PreTrainedModel,
-    PreTrainedTokenizerFast,
-)
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from ..data import EncodedExample, Example, batches, collate, encode_example, read_jsonl
-from ..objectives import IGNORE_INDEX, CausalLMObjective
+from sample import QUERIES_PATH, SHARDS_DIR
+from valuation.data import EncodedExample, Example, batches, collate, encode_example, read_jsonl
+from valuation.objectives import IGNORE_INDEX, CausalLMObjective
 
 log = logging.getLogger(__name__)
 
-SAMPLE_DIR = Path(__file__).parent
 END_OF_TEXT = "<|endoftext|>"
 # Written last into a prepared directory: it marks the directory as a complete sample model
 # and records what it was trained from, so a changed config or corpus triggers retraining.
@@ -68,6 +61,19 @@ class SampleModelConfig(BaseModel):
             raise ValueError(f"max_length {self.max_length} exceeds n_positions {self.n_positions}")
         return self
 
+    def shape(self, vocab_size: int) -> GPT2Shape:
+        """The model's shape once the tokenizer fixed the vocabulary."""
+        return GPT2Shape(vocab_size, self.n_positions, self.n_embd, self.n_layer, self.n_head)
+
+
+@dataclass(frozen=True)
+class GPT2Shape:
+    vocab_size: int
+    n_positions: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+
 
 @dataclass
 class TrainedSample:
@@ -79,11 +85,11 @@ class TrainedSample:
 
 
 def sample_corpus_paths() -> list[Path]:
-    return sorted((SAMPLE_DIR / "shards").glob("*.jsonl"))
+    return sorted(SHARDS_DIR.glob("*.jsonl"))
 
 
 def sample_queries_path() -> Path:
-    return SAMPLE_DIR / "queries.jsonl"
+    return QUERIES_PATH
 
 
 def load_sample_corpus() -> list[Example]:
@@ -138,14 +144,23 @@ def _per_token_loss(model: GPT2LMHeadModel, encoded: list[EncodedExample], batch
     return total / tokens
 
 
-def build_gpt2(vocab_size: int, pad_id: int, config: SampleModelConfig, seed: int) -> GPT2LMHeadModel:
-    """A GPT-2 of `config`'s shape with weights drawn from `seed`."""
+def build_gpt2(
+    shape: GPT2Shape, *, seed: int = 0, pad_id: int | None = None, attn_implementation: str | None = None
+) -> GPT2LMHeadModel:
+    """A GPT-2 of `shape` with weights drawn from `seed`: the one tiny-GPT-2 builder of the project
+    (sample model, evaluation retrains, benchmarks, tests).
+
+    `pad_id` doubles as BOS and EOS (token 0 when None); without one the model has no pad token,
+    which torch.func needs (GPT-2's pad check is data-dependent control flow). Pass
+    `attn_implementation="eager"` for torch.func too: it has no batching rule for CPU SDPA.
+    """
     torch.manual_seed(seed)
+    special = 0 if pad_id is None else pad_id
     return GPT2LMHeadModel(GPT2Config(
-        vocab_size=vocab_size, n_positions=config.n_positions, n_embd=config.n_embd,
-        n_layer=config.n_layer, n_head=config.n_head, bos_token_id=pad_id, eos_token_id=pad_id, pad_token_id=pad_id,
+        vocab_size=shape.vocab_size, n_positions=shape.n_positions, n_embd=shape.n_embd,
+        n_layer=shape.n_layer, n_head=shape.n_head, bos_token_id=special, eos_token_id=special, pad_token_id=pad_id,
         # No dropout: the model is meant to fit its small corpus, and every step stays reproducible.
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation=attn_implementation,
     ))
 
 
@@ -183,7 +198,7 @@ def train_sample_model(examples: list[Example], config: SampleModelConfig = Samp
     tokenizer = train_tokenizer([_full_text(e) for e in examples], config.vocab_size)
     eot = tokenizer.eos_token_id
     encoded = [encode_example(tokenizer, e, config.max_length) for e in examples]
-    model = build_gpt2(len(tokenizer), eot, config, config.seed)
+    model = build_gpt2(config.shape(len(tokenizer)), seed=config.seed, pad_id=eot)
     initial_loss = _per_token_loss(model, encoded, config.batch_size, eot)
     model = fit_gpt2(model, encoded, eot, config, config.seed, progress="training sample model")
     final_loss = _per_token_loss(model, encoded, config.batch_size, eot)
@@ -203,7 +218,7 @@ def _read_marker(directory: Path) -> dict | None:
 
 def prepare_sample_model(output_dir: str | Path, config: SampleModelConfig = SampleModelConfig()) -> Path:
     """A saved sample model in `output_dir`, trained now unless one from the same config and
-    corpus is already there; returns the directory, ready for `load_model`."""
+    corpus is already there; returns the directory, ready for `from_pretrained`."""
     output_dir = Path(output_dir)
     wanted = _marker(config)
     found = _read_marker(output_dir)
@@ -237,15 +252,3 @@ def prepare_sample_model(output_dir: str | Path, config: SampleModelConfig = Sam
         shutil.rmtree(staging, ignore_errors=True)
     log.info("sample model saved to %s", output_dir)
     return output_dir
-
-
-def load_model(path_or_name: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """(model in eval mode, tokenizer) by `from_pretrained`, as for any causal LM.
-
-    A local directory is read with `local_files_only`, so a missing file is an error rather
-    than a download; a hub name follows the usual transformers settings (HF_HUB_OFFLINE).
-    """
-    local = Path(path_or_name).exists()
-    model = AutoModelForCausalLM.from_pretrained(path_or_name, local_files_only=local)
-    tokenizer = AutoTokenizer.from_pretrained(path_or_name, local_files_only=local)
-    return model.eval(), tokenizer

@@ -15,9 +15,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...data import EncodedExample, batches, encode_example, read_jsonl
-from ...objectives import CausalLMObjective
-from ...sample.model import (
+from sample.model import (
     SampleModelConfig,
     build_gpt2,
     fit_gpt2,
@@ -25,6 +23,9 @@ from ...sample.model import (
     sample_queries_path,
     train_tokenizer,
 )
+from valuation.data import EncodedExample, batches, encode_example, read_jsonl
+from valuation.objectives import CausalLMObjective
+
 from .base import Task
 
 # Small enough that a retrain takes a few seconds on one CPU core. 120 steps of 16 examples is
@@ -41,7 +42,7 @@ class LMTaskConfig(BaseModel):
 
 def train_lm(encoded: list[EncodedExample], pad_id: int, vocab_size: int, config: SampleModelConfig, seed: int):
     """GPT-2 trained from seeded initial weights on `encoded`, as the sample model is trained."""
-    return fit_gpt2(build_gpt2(vocab_size, pad_id, config, seed), encoded, pad_id, config, seed)
+    return fit_gpt2(build_gpt2(config.shape(vocab_size), seed=seed, pad_id=pad_id), encoded, pad_id, config, seed)
 
 
 def _corpus_digest(texts: list[str]) -> str:

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from ...objectives import ClassificationObjective
+from valuation.objectives import ClassificationObjective
+
 from .base import Task
 
 CLASSES = 4

@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from ..influence import safe_rsqrt
-from ..layout import GradientLayout
-from ..objectives import Batch, Objective
-from ..projection import random_projection
+from valuation.influence import safe_rsqrt
+from valuation.layout import GradientLayout
+from valuation.objectives import Batch, Objective
+from valuation.projection import random_projection
 
 Blocks = dict[str, torch.Tensor]  # module name -> examples x (d_out * d_in), float64
 
@@ -83,12 +83,28 @@ def gradient_dot(train: Blocks, queries: Blocks) -> torch.Tensor:
     return sum(queries[name] @ g.T for name, g in train.items())
 
 
-def dense_projection(blocks: Blocks, layout: GradientLayout, seed: int) -> torch.Tensor:
-    """Each module's full gradient times a dense Gaussian (k x D, N(0, 1/k)), with k the module's
-    LoGra size: rows in LoGra's layout, at LoGra's storage, without its Kronecker structure."""
-    parts = []
-    for spec in layout.modules:
-        g = blocks[spec.name]
-        projection = random_projection(seed, spec.name, "dense", spec.size, g.shape[1])
-        parts.append(g @ projection.T)
-    return torch.cat(parts, dim=1)
+class DenseProjection:
+    """TRAK-style baseline: each module's flattened full per-example gradient times a dense
+    Gaussian (k x D, N(0, 1/k)), with k the module's LoGra size: rows in LoGra's layout, at
+    LoGra's storage, without its Kronecker structure. The matrices are built once: they are what
+    the baseline costs in memory (k x D per module against LoGra's k_in x d_in + k_out x d_out)."""
+
+    def __init__(self, layout: GradientLayout, weight_sizes: Mapping[str, int], seed: int, *,
+                 device: torch.device | None = None, dtype: torch.dtype = torch.float64):
+        self.matrices = {
+            m.name: random_projection(seed, m.name, "dense", m.size, weight_sizes[m.name]).to(device, dtype)
+            for m in layout.modules
+        }
+
+    @classmethod
+    def for_blocks(cls, blocks: Blocks, layout: GradientLayout, seed: int) -> DenseProjection:
+        return cls(layout, {name: g.shape[1] for name, g in blocks.items()}, seed)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(m.numel() * m.element_size() for m in self.matrices.values())
+
+    def __call__(self, blocks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Rows (examples x K) from per-module gradients (examples x weight elements, any shape)."""
+        return torch.cat([blocks[name].reshape(blocks[name].shape[0], -1) @ matrix.T
+                          for name, matrix in self.matrices.items()], dim=1)

@@ -28,5 +28,6 @@ def start_server(host: str = "127.0.0.1", port: int = 4200) -> NoReturn:
         print(f"warning: binding to {host} exposes an unauthenticated API beyond this machine", file=sys.stderr)
     print(f"Prefect UI: http://{host}:{port}  (set PREFECT_API_URL=http://{host}:{port}/api in other shells)",
           flush=True)
-    command = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port), "--analytics-off"]
+    command = [sys.executable, "-m", "prefect", "server", "start",
+               "--host", host, "--port", str(port), "--analytics-off"]
     os.execve(sys.executable, command, server_env())

@@ -1,0 +1,89 @@
+"""The night's plan: which landed shards to log, which to skip, hold or defer, and what became of each.
+
+Pure functions over shard references and validation results, so the rules are tested without
+Prefect; the ingest flow only composes tasks around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .shards import ShardRef, ValidatedShard
+
+ShardStatus = Literal[
+    "committed",  # logged and committed this night
+    "already_committed",  # another run committed it meanwhile
+    "skipped",  # in the store before the night began
+    "held",  # the same content was quarantined before: fix the file to ingest it
+    "quarantined",  # bad lines found this night
+    "deferred",  # shares example ids with another new shard: waits for the next night
+]
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    name: str
+    sha256: str
+    status: ShardStatus
+    rows: int = 0
+    detail: str = ""
+
+
+@dataclass
+class IngestSummary:
+    outcomes: list[ShardOutcome] = field(default_factory=list)
+
+    def count(self, status: ShardStatus) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def rows_committed(self) -> int:
+        return sum(o.rows for o in self.outcomes if o.status == "committed")
+
+    def summary(self) -> str:
+        lines = [
+            f"{o.name}: {o.status}" + (f" ({o.rows} rows)" if o.rows else "") + (f" - {o.detail}" if o.detail else "")
+            for o in self.outcomes
+        ]
+        lines.append(f"{self.count('committed')} committed ({self.rows_committed} rows), "
+                     f"{self.count('skipped')} already in the store, {self.count('quarantined')} quarantined")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class NightPlan:
+    new: list[ShardRef]  # to validate, then log
+    outcomes: list[ShardOutcome]  # decided without reading the shards
+
+
+def plan_night(refs: Sequence[ShardRef], committed: Iterable[str], held: Iterable[str]) -> NightPlan:
+    """Shards already committed are skipped, shards quarantined before with the same content are
+    held, the rest are new."""
+    committed, held = set(committed), set(held)
+    new, outcomes = [], []
+    for ref in refs:
+        if ref.sha256 in committed:
+            outcomes.append(ShardOutcome(ref.name, ref.sha256, "skipped"))
+        elif ref.sha256 in held:
+            outcomes.append(ShardOutcome(ref.name, ref.sha256, "held", detail="quarantined earlier"))
+        else:
+            new.append(ref)
+    return NightPlan(new, outcomes)
+
+
+def defer_id_clashes(good: Sequence[ValidatedShard]) -> tuple[list[ValidatedShard], list[ShardOutcome]]:
+    """(shards to log, deferred outcomes): a shard sharing an example id with an earlier new shard
+    of the same night waits for the next night, when the first is committed and its ids are known."""
+    seen: dict[str, str] = {}
+    admitted, deferred = [], []
+    for v in good:
+        clash = next((seen[e.id] for e in v.examples if e.id in seen), None)
+        if clash:
+            detail = f"shares example ids with {clash}"
+            deferred.append(ShardOutcome(v.shard.name, v.shard.sha256, "deferred", detail=detail))
+            continue
+        seen.update({e.id: v.shard.name for e in v.examples})
+        admitted.append(v)
+    return admitted, deferred

@@ -1,1 +1,0 @@
-"""The bundled sample corpus and the tiny GPT-2 trained on it, for the demo and the tests."""
