@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash infra/setup.sh
 bash infra/ensure-browser.sh  # headless Chromium for the HTML report test
 source infra/env.sh
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"
