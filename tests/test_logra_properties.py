@@ -1,9 +1,13 @@
 """Properties LoGra must keep: invisible add-ons, padding and batch independence, clear errors."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from valuation import (
+    BatchMeanLossWarning,
     FisherConfig,
     FisherPartial,
     LoGra,
@@ -29,8 +33,7 @@ def test_zero_bottleneck_leaves_outputs_and_base_gradients_unchanged():
         model.zero_grad()
         logits = objective.forward(model, batch)
         objective.losses(logits, batch).sum().backward()
-        grads = {n.replace(".base.", "."): p.grad.clone() for n, p in model.named_parameters()
-                 if ".logra." not in n}
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if ".logra." not in n}
         return logits.detach(), grads
 
     before_logits, before_grads = outputs_and_grads()
@@ -141,9 +144,119 @@ def test_unknown_module_pattern_is_named():
         LoGra(tiny_gpt2(), ProjectionConfig(modules=["*.mlp.c_fcc"]))
 
 
-def test_unsupported_module_type_is_named():
-    with pytest.raises(UnsupportedModuleError, match=r"'transformer\.wte' is a Embedding"):
-        LoGra(tiny_gpt2(), ProjectionConfig(modules=["transformer.wte"]))
+def test_unsupported_module_type_is_named_with_the_registered_types():
+    with pytest.raises(UnsupportedModuleError, match=r"'transformer\.ln_f' is a LayerNorm.*torch\.nn\.Linear, "
+                       r"transformers Conv1D, torch\.nn\.Embedding, torch\.nn\.Conv2d"):
+        LoGra(tiny_gpt2(), ProjectionConfig(modules=["transformer.ln_f"]))
+
+
+def test_an_embedding_it_cannot_track_exactly_says_why():
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4, max_norm=1.0), torch.nn.Linear(4, 2))
+    with pytest.raises(UnsupportedModuleError, match=r"'0' is a Embedding.*max_norm"):
+        LoGra(model, ProjectionConfig(modules=["0"]))
+    assert LoGra(model).layout.names == ["1"]  # wildcards skip it
+
+
+def test_no_trackable_module_lists_the_registered_types():
+    with pytest.raises(NoModulesMatchedError, match=r"trackable modules \(torch\.nn\.Linear, transformers Conv1D, "
+                       r"torch\.nn\.Embedding, torch\.nn\.Conv2d\) are: none"):
+        LoGra(torch.nn.Sequential(torch.nn.Tanh()))
+
+
+def test_wildcards_select_the_configured_kinds_and_exact_names_any_kind():
+    model = tiny_gpt2()
+    default = LoGra(model).layout.names
+    assert "transformer.wte" not in default and len(default) == 8
+    model = tiny_gpt2()
+    with_embeddings = LoGra(model, ProjectionConfig(kinds=["conv1d", "embedding"])).layout.names
+    assert with_embeddings[:2] == ["transformer.wte", "transformer.wpe"] and len(with_embeddings) == 10
+    model = tiny_gpt2()
+    named = LoGra(model, ProjectionConfig(modules=["transformer.wte", "*.mlp.*"])).layout.names
+    assert named == ["transformer.wte", "transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.c_proj",
+                     "transformer.h.1.mlp.c_fc", "transformer.h.1.mlp.c_proj"]
+    with pytest.raises(ValueError, match=r"unknown module kind\(s\) \['lora'\]"):
+        LoGra(tiny_gpt2(), ProjectionConfig(kinds=["linear", "lora"]))
+
+
+def test_a_module_shared_by_the_batch_is_refused_by_name():
+    """GPT-2's position embedding sees one row of positions for the whole batch: no per-example gradient."""
+    logra = LoGra(tiny_gpt2(), ProjectionConfig(modules=["transformer.wpe", "*"]))
+    with pytest.raises(ValueError, match=r"'transformer\.wpe' saw a batch of 1 where the attention mask has 3 rows"):
+        logra.log_batch(lm_batch([12, 7, 4]))
+
+
+def test_a_subclass_that_changes_forward_is_not_taken_for_its_base_type():
+    class Scaled(torch.nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    class Renamed(torch.nn.Linear):
+        pass
+
+    model = torch.nn.Sequential(Scaled(3, 3), Renamed(3, 2))
+    assert LoGra(model).layout.names == ["1"]
+
+
+def test_a_second_logra_on_the_same_model_is_refused():
+    model = tiny_gpt2()
+    first = LoGra(model, ProjectionConfig(rank_in=4, rank_out=4))
+    with pytest.raises(ValueError, match="already carries LoGra add-ons"):
+        LoGra(model, ProjectionConfig(rank_in=4, rank_out=4))
+    first.remove()
+    LoGra(model, ProjectionConfig(rank_in=4, rank_out=4)).remove()
+
+
+# --- example ids travel with the rows ----------------------------------------------------------
+
+
+def test_example_ids_come_back_with_the_rows():
+    model = tiny_gpt2()
+    batch = lm_batch([12, 7, 4])
+    objective = CausalLMObjective()
+    with LoGra(model, ProjectionConfig(rank_in=4, rank_out=4)) as logra:
+        logged = logra.log_batch(batch)
+        assert logged.ids == ["ex0", "ex1", "ex2"]  # from batch["example_ids"]
+        assert logged.n_tokens.tolist() == [11, 6, 3]
+        assert logra.log_batch(batch, ids=["a", "b", "c"]).ids == ["a", "b", "c"]
+        unnamed = {k: v for k, v in batch.items() if k != "example_ids"}
+        assert logra.log_batch(unnamed).ids is None
+
+        with logra.recording(batch["attention_mask"], example_ids=["x", "y", "z"]):
+            losses = objective.losses(objective.forward(model, batch), batch)
+        torch.autograd.grad(losses.sum(), logra.bottlenecks)
+        rows, ids = logra.pop_rows()
+        assert ids == ["x", "y", "z"]
+        torch.testing.assert_close(rows, logged.rows, rtol=TIGHT, atol=TIGHT)
+
+        with pytest.raises(ValueError, match="2 example ids were given"):
+            with logra.recording(example_ids=["x", "y"]):
+                objective.forward(model, unnamed)
+
+
+def test_backward_through_the_models_mean_loss_warns_and_rows_are_one_nth():
+    model = tiny_gpt2()
+    batch = lm_batch([12, 7, 4])
+    with LoGra(model, ProjectionConfig(rank_in=4, rank_out=4)) as logra:
+        summed = logra.log_batch(batch).rows
+        with logra.recording(batch["attention_mask"], batch["example_ids"]):
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        with pytest.warns(BatchMeanLossWarning, match=r"1/N of its example's gradient"):
+            torch.autograd.grad(out.loss, logra.bottlenecks)
+        mean_rows, _ = logra.pop_rows()
+    n_tokens = (batch["labels"][:, 1:] != -100).sum()
+    # transformers computes its loss in float32 even for a float64 model, hence not 1e-10.
+    assert ((mean_rows * n_tokens - summed).norm() / summed.norm()).item() < 1e-5
+
+
+def test_summed_losses_do_not_warn(recwarn):
+    model = tiny_gpt2()
+    batch = lm_batch([12, 7, 4])
+    with LoGra(model, ProjectionConfig(rank_in=4, rank_out=4)) as logra:
+        with logra.recording(batch["attention_mask"]):
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+            losses = CausalLMObjective().losses(out.logits, batch)
+        torch.autograd.grad(losses.sum(), logra.bottlenecks)
+    assert not [w for w in recwarn if issubclass(w.category, BatchMeanLossWarning)]
 
 
 def test_mismatched_projection_configs_are_refused_naming_both():
@@ -163,6 +276,14 @@ def test_non_finite_gradients_name_module_and_example():
     batch = lm_batch([12, 7, 4])
     logra = LoGra(model, ProjectionConfig(modules=["transformer.h.1.mlp.c_proj"]))
     with torch.no_grad():
-        model.transformer.h[1].mlp.c_proj.base.weight[0, 0] = float("nan")
+        model.transformer.h[1].mlp.c_proj.weight[0, 0] = float("nan")
     with pytest.raises(NonFiniteGradientError, match=r"transformer\.h\.1\.mlp\.c_proj.*ex0, ex1, ex2"):
         logra.log_batch(batch)
+
+
+def test_import_valuation_imports_no_transformers_and_nothing_above_it():
+    """Conv1D is detected lazily: a model made of it has imported transformers already."""
+    code = ("import sys, valuation; "
+            "print([m for m in ('transformers', 'prefect', 'zarr', 'dask', 'storage') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -16,7 +16,14 @@ InfluenceMode = Literal["dot", "cosine", "relatif"]
 
 
 class ProjectionConfig(BaseModel):
-    """Which modules LoGra tracks and how their gradients are projected."""
+    """Which modules LoGra tracks and how their gradients are projected.
+
+    Ranks are capped per side: k_in = min(rank_in, d_in), k_out = min(rank_out, d_out), so a
+    10-class head of a 16-wide layer gets 10 x 16 at rank 16 (Logix caps both sides at
+    min(rank, d_in, d_out), 10 x 10). Capping each side on its own is what makes a projection
+    at full rank invertible, so LoGra at full rank reproduces exact influence.
+    Only weight gradients are projected: biases are not tracked (nor in Logix).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -26,10 +33,15 @@ class ProjectionConfig(BaseModel):
     )
     exclude: list[str] = Field(
         default=["lm_head", "*.lm_head"],
-        description="patterns removed from the selection (the LM head is vocabulary-sized)",
+        description="patterns removed from the selection (by default the LM head)",
     )
-    rank_in: int = Field(default=16, ge=1, description="k_in: projected input dimension")
-    rank_out: int = Field(default=16, ge=1, description="k_out: projected output dimension")
+    kinds: list[str] = Field(
+        default=["linear", "conv1d", "conv2d"],
+        description="module kinds wildcard patterns select (linear, conv1d, conv2d, embedding); "
+        "an exact name may point at any kind",
+    )
+    rank_in: int = Field(default=16, ge=1, description="k_in: projected input dimension, at most the module's d_in")
+    rank_out: int = Field(default=16, ge=1, description="k_out: projected output dimension, at most its d_out")
     init: InitMethod = Field(default="random", description="random Gaussian or PCA of KFAC factors")
     seed: int = Field(default=0, description="seed of the random projection")
 

@@ -14,7 +14,7 @@ import json
 import torch
 from torch import nn
 
-from .layers import LoGraWrapped
+from .layers import ADDON, attached_adapters
 
 VOLATILE_CONFIG_KEYS = frozenset(
     {"transformers_version", "_name_or_path", "_commit_hash", "architectures", "dtype", "torch_dtype"}
@@ -28,20 +28,10 @@ def _config_essentials(model: nn.Module) -> dict | None:
     return {k: v for k, v in config.to_diff_dict().items() if k not in VOLATILE_CONFIG_KEYS}
 
 
-def _base_key(key: str, wrapped: list[str]) -> str | None:
-    """`key` as the model without LoGra names it, or None for an add-on's own tensor."""
-    for name in wrapped:
-        if key.startswith(f"{name}.logra."):
-            return None
-        if key.startswith(f"{name}.base."):
-            return f"{name}.{key[len(name) + len('.base.'):]}"
-    return key
-
-
 def _base_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    wrapped = [name for name, m in model.named_modules() if isinstance(m, LoGraWrapped)]
-    keyed = ((_base_key(key, wrapped), tensor) for key, tensor in model.state_dict().items())
-    return {key: tensor for key, tensor in keyed if key is not None}
+    """The state dict without any LoGra add-on's tensors."""
+    prefixes = tuple(f"{name}.{ADDON}." if name else f"{ADDON}." for name in attached_adapters(model))
+    return {key: tensor for key, tensor in model.state_dict().items() if not key.startswith(prefixes)}
 
 
 def weights_sha256(model: nn.Module) -> str:

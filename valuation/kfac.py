@@ -12,8 +12,8 @@ from functools import partial
 import torch
 from torch import nn
 
+from .layers import tracked_class
 from .objectives import Batch, Objective, example_generator
-from .targets import module_dims
 
 
 def kfac_covariances(
@@ -25,31 +25,35 @@ def kfac_covariances(
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(A, S) per module in float64, averaged over unmasked tokens.
 
-    With `sampled_labels_seed`, S uses labels drawn from the model (true Fisher), else the data's.
+    A is d_in x d_in, or its diagonal (a vector) where it is diagonal by construction (an
+    embedding's one-hot inputs). With `sampled_labels_seed`, S uses labels drawn from the model
+    (true Fisher), else the data's.
     """
-    stats = {
-        n: [torch.zeros(d, d, dtype=torch.float64) for d in module_dims(m)] for n, m in targets.items()
-    }
+    kinds = {n: tracked_class(m) for n, m in targets.items()}
+    dims = {n: kinds[n].dims(m) for n, m in targets.items()}
+    moments: dict[str, torch.Tensor] = {}  # A sums: matrix or diagonal, whichever the kind makes
+    out_sums = {n: torch.zeros(d_out, d_out, dtype=torch.float64) for n, (_, d_out) in dims.items()}
     tokens = 0
     state: dict[str, torch.Tensor | None] = {"mask": None}
 
-    def flat(t: torch.Tensor) -> torch.Tensor:
+    def unmasked(t: torch.Tensor) -> torch.Tensor:
         mask = state["mask"]
-        if t.dim() == 3 and mask is not None and mask.shape == t.shape[:2]:
+        if t.dim() >= 2 and mask is not None and t.shape[:2] == mask.shape:
             t = t[mask.bool()]
-        return t.reshape(-1, t.shape[-1]).detach().to(device="cpu", dtype=torch.float64)
+        return t.detach().cpu()
 
     def add_output_grad(name: str, grad: torch.Tensor) -> None:
-        g = flat(grad)
-        stats[name][1] += g.T @ g
+        g = unmasked(kinds[name].from_output(grad))
+        g = g.reshape(-1, g.shape[-1]).to(torch.float64)
+        out_sums[name] += g.T @ g
 
     def on_forward(name: str, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        x = flat(inputs[0])
-        stats[name][0] += x.T @ x
+        rows = unmasked(kinds[name].kfac_inputs(module, inputs[0]))
+        moment = kinds[name].input_moment(module, rows)
+        moments[name] = moments[name] + moment if name in moments else moment
         if output.requires_grad:
             output.register_hook(partial(add_output_grad, name))
-
-    weights = [m.weight for m in targets.values()]
+    weights = [m.get_parameter("weight") for m in targets.values()]
     was_trainable = [w.requires_grad for w in weights]
     handles = [m.register_forward_hook(partial(on_forward, n)) for n, m in targets.items()]
     try:
@@ -74,4 +78,6 @@ def kfac_covariances(
             w.requires_grad_(trainable)
     if tokens == 0:
         raise ValueError("no tokens seen: PCA initialisation needs at least one non-empty batch")
-    return {n: (a / tokens, s / tokens) for n, (a, s) in stats.items()}
+    # A module the data never reached has a zero factor (kept as a zero diagonal).
+    zero = {n: torch.zeros(d_in, dtype=torch.float64) for n, (d_in, _) in dims.items()}
+    return {n: (moments.get(n, zero[n]) / tokens, out_sums[n] / tokens) for n in targets}

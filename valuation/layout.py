@@ -7,9 +7,8 @@ gradient flattened row-major. Storage and scoring use these offsets to read one 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
 
-ModuleKind = Literal["linear", "conv1d"]
+ModuleKind = str  # a kind registered in layers.LoGraAdapter.registry: "linear", "conv1d", ...
 
 
 @dataclass(frozen=True)

@@ -7,30 +7,32 @@
 
 or, inside your own training loop:
 
-    with logra.recording(attention_mask=batch["attention_mask"]):
-        losses = per_example_losses(model(**batch), batch)   # summed over tokens, not averaged
+    with logra.recording(attention_mask=batch["attention_mask"], example_ids=ids):
+        losses = CausalLMObjective().losses(model(**batch).logits, batch)  # summed over tokens
     torch.autograd.grad(losses.sum(), logra.bottlenecks)
-    rows = logra.pop_rows()
+    rows, ids = logra.pop_rows()
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .config import FisherConfig, ProjectionConfig
+from .errors import BatchMeanLossWarning
 from .kfac import kfac_covariances
-from .layers import inject_adapters, remove_adapters
+from .layers import inject_adapters, remove_adapters, tracked_class
 from .layout import GradientLayout, ModuleSpec
 from .objectives import Batch, CausalLMObjective, Objective, example_generator
 from .projection import pca_projection, random_projection
-from .recorder import GradientRecorder
+from .recorder import GradientRecorder, RecordedRows
 from .spec import ProjectionSpec, matrices_digest
-from .targets import module_dims, module_kind, select_modules
+from .targets import module_dims, select_modules
 
 Projections = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
 
@@ -42,6 +44,27 @@ class LoggedBatch:
     rows: torch.Tensor  # batch x K, gradients of the training loss: what the store keeps
     fisher_rows: torch.Tensor  # batch x K, what the Fisher sums: rows, or sampled-label gradients
     losses: torch.Tensor  # batch, per-example summed loss
+    ids: list[str] | None = None  # example ids, in row order (None when the batch named none)
+    n_tokens: torch.Tensor | None = None  # batch, tokens each loss is summed over
+
+
+MEAN_LOSS_MESSAGE = (
+    "the backward pass went through the model's `.loss`, a mean over the batch's tokens: every "
+    "recorded row is 1/N of its example's gradient (N: the batch's loss tokens) and depends on the "
+    "batch it sits in. Differentiate per-example losses summed over tokens instead, e.g. "
+    "`CausalLMObjective().losses(outputs.logits, batch)`"
+)
+
+
+def _warn_mean_loss(grad: torch.Tensor) -> None:
+    warnings.warn(MEAN_LOSS_MESSAGE, BatchMeanLossWarning, stacklevel=2)
+
+
+def _tap_model_loss(module: nn.Module, args: tuple, output: object) -> None:
+    # transformers' outputs carry `.loss` when labels were given: a batch mean by construction.
+    loss = getattr(output, "loss", None)
+    if isinstance(loss, torch.Tensor) and loss.requires_grad and loss.dim() == 0:
+        loss.register_hook(_warn_mean_loss)
 
 
 def _layout(targets: Mapping[str, nn.Module], config: ProjectionConfig) -> GradientLayout:
@@ -49,7 +72,7 @@ def _layout(targets: Mapping[str, nn.Module], config: ProjectionConfig) -> Gradi
     for name, module in targets.items():
         d_in, d_out = module_dims(module)
         k_in, k_out = min(config.rank_in, d_in), min(config.rank_out, d_out)
-        specs.append(ModuleSpec(name, module_kind(module), d_in, d_out, k_in, k_out))
+        specs.append(ModuleSpec(name, tracked_class(module).kind, d_in, d_out, k_in, k_out))
     return GradientLayout(tuple(specs))
 
 
@@ -118,21 +141,35 @@ class LoGra:
         return cls(model, config.model_copy(update={"init": "pca"}), projections=projections)
 
     @property
-    def bottlenecks(self) -> list[nn.Parameter]:
+    def bottlenecks(self) -> list[torch.Tensor]:
         """The zero-initialised parameters whose per-example gradients LoGra logs."""
         return [a.bottleneck.weight for a in self.adapters.values()]
 
     def projections(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """(P_in, P_out) per module, to save next to the logged rows (needed for PCA init)."""
-        return {
-            n: (a.p_in.detach().cpu().clone(), a.p_out.detach().cpu().contiguous().clone())
-            for n, a in self.adapters.items()
-        }
+        def copy(matrix: torch.Tensor) -> torch.Tensor:
+            return matrix.detach().cpu().contiguous().clone()
 
-    def recording(self, attention_mask: torch.Tensor | None = None) -> contextlib.AbstractContextManager:
-        return self._recorder.recording(attention_mask)
+        return {n: (copy(a.p_in), copy(a.p_out)) for n, a in self.adapters.items()}
 
-    def pop_rows(self, example_ids: Sequence[str] | None = None) -> torch.Tensor:
+    @contextlib.contextmanager
+    def recording(
+        self, attention_mask: torch.Tensor | None = None, example_ids: Sequence[str] | None = None
+    ) -> Iterator[None]:
+        """Record the forward passes run inside; differentiate per-example summed losses after.
+
+        Warns (BatchMeanLossWarning) if the backward pass goes through a transformers model's
+        `.loss`, whose batch mean makes every row 1/N smaller.
+        """
+        handle = self.model.register_forward_hook(_tap_model_loss)
+        try:
+            with self._recorder.recording(attention_mask, example_ids):
+                yield
+        finally:
+            handle.remove()
+
+    def pop_rows(self, example_ids: Sequence[str] | None = None) -> RecordedRows:
+        """(rows, ids) of the backward passes since the last pop; ids as given to `recording`."""
         return self._recorder.pop_rows(example_ids)
 
     def log_batch(
@@ -140,31 +177,34 @@ class LoGra:
         batch: Batch,
         objective: Objective | None = None,
         *,
+        ids: Sequence[str] | None = None,
         fisher: FisherConfig | None = None,
         autocast_dtype: torch.dtype | None = None,
         loss_scale: float = 1.0,
     ) -> LoggedBatch:
         """Forward once, backward once (twice for the true Fisher), return projected gradients.
 
-        `batch["example_ids"]` (a list of strings), when present, names examples in errors and
-        seeds the sampled labels per example. Under float16 autocast pass a `loss_scale`
-        (e.g. 1024) so small gradients do not underflow; rows are unscaled before returning.
+        `ids` (or else `batch["example_ids"]`), one string per example, come back with the rows,
+        name examples in errors and seed the sampled labels per example. Under float16 autocast
+        pass a `loss_scale` (e.g. 1024) so small gradients do not underflow; rows are unscaled
+        before returning.
         """
         objective = objective or CausalLMObjective()
         fisher = fisher or FisherConfig()
-        ids = batch.get("example_ids")
+        named = ids if ids is not None else batch.get("example_ids")
+        ids = [str(i) for i in named] if named is not None else None
         device = self.bottlenecks[0].device
         autocast = (
             torch.autocast(device.type, dtype=autocast_dtype)
             if autocast_dtype is not None
             else contextlib.nullcontext()
         )
-        with autocast, self.recording(objective.attention_mask(batch)):
+        with autocast, self.recording(objective.attention_mask(batch), ids):
             outputs = objective.forward(self.model, batch)
             losses = objective.losses(outputs, batch)
         sampled = fisher.estimator == "true"
         torch.autograd.grad(losses.sum() * loss_scale, self.bottlenecks, retain_graph=sampled, allow_unused=True)
-        rows = self.pop_rows(ids) / loss_scale
+        rows = self.pop_rows().rows / loss_scale
         fisher_rows = rows
         if sampled:
             names = ids or [str(i) for i in range(outputs.shape[0])]
@@ -172,8 +212,10 @@ class LoGra:
             with autocast:
                 sampled_losses = objective.sampled_losses(outputs, batch, gens)
             torch.autograd.grad(sampled_losses.sum() * loss_scale, self.bottlenecks, allow_unused=True)
-            fisher_rows = self.pop_rows(ids) / loss_scale
-        return LoggedBatch(rows, fisher_rows, losses.detach())
+            fisher_rows = self.pop_rows().rows / loss_scale
+        count_tokens = getattr(objective, "loss_tokens", None)  # objectives written before it may lack it
+        n_tokens = count_tokens(batch) if count_tokens is not None else None
+        return LoggedBatch(rows, fisher_rows, losses.detach(), ids, n_tokens)
 
     def remove(self) -> None:
         """Take the add-on layers out; the model is left exactly as it was."""

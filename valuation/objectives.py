@@ -47,6 +47,10 @@ class Objective(Protocol):
 
     def attention_mask(self, batch: Batch) -> torch.Tensor | None: ...
 
+    def loss_tokens(self, batch: Batch) -> torch.Tensor:
+        """How many tokens each example's loss is summed over."""
+        ...
+
 
 class CausalLMObjective:
     """Next-token cross-entropy; batch holds input_ids, attention_mask and labels (-100 ignored)."""
@@ -66,6 +70,9 @@ class CausalLMObjective:
 
     def attention_mask(self, batch: Batch) -> torch.Tensor | None:
         return batch.get("attention_mask")
+
+    def loss_tokens(self, batch: Batch) -> torch.Tensor:
+        return (batch["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1)
 
     @staticmethod
     def _summed_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -93,3 +100,6 @@ class ClassificationObjective:
 
     def attention_mask(self, batch: Batch) -> torch.Tensor | None:
         return None
+
+    def loss_tokens(self, batch: Batch) -> torch.Tensor:
+        return torch.ones(len(batch["labels"]), dtype=torch.long)

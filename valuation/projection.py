@@ -27,9 +27,15 @@ def random_projection(seed: int, module_name: str, side: str, k: int, d: int) ->
 def pca_projection(covariance: torch.Tensor, k: int) -> torch.Tensor:
     """Top-k eigenvectors (rows) of a symmetric covariance, largest eigenvalue first.
 
-    Signs are fixed (largest-magnitude entry positive) so the result is reproducible.
+    Signs are fixed (largest-magnitude entry positive) so the result is reproducible. A vector is
+    a diagonal covariance: its eigenvectors are unit vectors, largest entry first (ties by index).
     """
     cov = covariance.detach().to(torch.float64).cpu()
+    if cov.dim() == 1:
+        order = torch.sort(-cov, stable=True).indices[:k]
+        top = torch.zeros(k, len(cov), dtype=torch.float64)
+        top[torch.arange(k), order] = 1.0
+        return top
     _, vecs = torch.linalg.eigh((cov + cov.T) / 2)
     top = vecs[:, -k:].flip(-1).T.contiguous()
     pivot = top.abs().argmax(dim=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
+from typing import NamedTuple
 
 import torch
 
@@ -24,18 +25,32 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+class RecordedRows(NamedTuple):
+    """Projected gradients (batch x K) and the ids of the examples they belong to (None if unnamed)."""
+
+    rows: torch.Tensor
+    ids: list[str] | None
+
+
 class GradientRecorder:
     def __init__(self, adapters: Mapping[str, LoGraAdapter], layout: GradientLayout):
         self.adapters = dict(adapters)
         self.layout = layout
         self._mask: torch.Tensor | None = None
+        self._ids: list[str] | None = None
         self._sums: dict[str, torch.Tensor] = {}
         self._batch_size: int | None = None
 
     @contextmanager
-    def recording(self, attention_mask: torch.Tensor | None = None) -> Iterator[None]:
-        """Record the forward passes run inside; their backward passes fill the gradients."""
+    def recording(
+        self, attention_mask: torch.Tensor | None = None, example_ids: Sequence[str] | None = None
+    ) -> Iterator[None]:
+        """Record the forward passes run inside; their backward passes fill the gradients.
+
+        `example_ids` (one per example of the batch) come back with the rows from `pop_rows`.
+        """
         self._mask, self._sums, self._batch_size = attention_mask, {}, None
+        self._ids = [str(i) for i in example_ids] if example_ids is not None else None
         for name, adapter in self.adapters.items():
             adapter.tap = partial(self._on_forward, name)
         try:
@@ -49,8 +64,13 @@ class GradientRecorder:
         if not z.requires_grad:
             return
         batch = h.shape[0]
-        if self._batch_size not in (None, batch):
-            raise ValueError(f"recorded batches of {self._batch_size} and {batch} examples at once")
+        expected = self._expected_batch()
+        if expected is not None and expected[0] != batch:
+            raise ValueError(
+                f"module {name!r} saw a batch of {batch} where {expected[1]}: if its input is "
+                "shared by the whole batch (e.g. position embeddings) it has no per-example gradient, so "
+                "exclude it; otherwise record one batch at a time"
+            )
         self._batch_size = batch
         mask = self._mask
         if h.dim() == 3 and mask is not None and mask.shape == h.shape[:2]:
@@ -58,6 +78,15 @@ class GradientRecorder:
             h = h * mask.unsqueeze(-1).to(h.dtype)
         h = h.detach()
         z.register_hook(partial(self._accumulate, name, h))
+
+    def _expected_batch(self) -> tuple[int, str] | None:
+        if self._batch_size is not None:
+            return self._batch_size, f"other modules saw {self._batch_size}"
+        if self._mask is not None:
+            return self._mask.shape[0], f"the attention mask has {self._mask.shape[0]} rows"
+        if self._ids is not None:
+            return len(self._ids), f"{len(self._ids)} example ids were given"
+        return None
 
     def _accumulate(self, name: str, h: torch.Tensor, dz: torch.Tensor) -> None:
         dtype = _accumulation_dtype(dz.dtype)
@@ -67,8 +96,9 @@ class GradientRecorder:
         grad = torch.einsum("bto,bti->boi", dz, h)
         self._sums[name] = self._sums[name] + grad if name in self._sums else grad
 
-    def pop_rows(self, example_ids: Sequence[str] | None = None) -> torch.Tensor:
-        """Flat rows (batch x K) of the gradients of the backward passes since the last pop.
+    def pop_rows(self, example_ids: Sequence[str] | None = None) -> RecordedRows:
+        """Flat rows (batch x K) of the gradients of the backward passes since the last pop, with
+        the example ids given to `recording` (or here, which wins).
 
         Rows follow the layout's module order. A recording can be popped after each of several
         backward passes through the same forward (data labels, then sampled labels).
@@ -79,6 +109,9 @@ class GradientRecorder:
         if self._batch_size is None:
             raise RuntimeError("no recorded forward pass with gradients: run forward inside recording()")
         batch, sums = self._batch_size, self._sums
+        ids = [str(i) for i in example_ids] if example_ids is not None else self._ids
+        if ids is not None and len(ids) != batch:
+            raise ValueError(f"{len(ids)} example ids for a batch of {batch}")
         self._sums = {}
         device = next(iter(self.adapters.values())).p_in.device
         dtype = next((g.dtype for g in sums.values()), torch.float32)
@@ -90,7 +123,7 @@ class GradientRecorder:
             bad = ~torch.isfinite(grad).reshape(batch, -1).all(dim=1)
             if bad.any():
                 rows = bad.nonzero().flatten().tolist()
-                names = [example_ids[i] for i in rows] if example_ids else [f"#{i}" for i in rows]
+                names = [ids[i] for i in rows] if ids else [f"#{i}" for i in rows]
                 raise NonFiniteGradientError(spec.name, names)
             parts.append(grad.reshape(batch, -1))
-        return torch.cat(parts, dim=1)
+        return RecordedRows(torch.cat(parts, dim=1), ids)
