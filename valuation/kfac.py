@@ -38,8 +38,10 @@ def kfac_covariances(
 
     def unmasked(t: torch.Tensor) -> torch.Tensor:
         mask = state["mask"]
-        if t.dim() >= 2 and mask is not None and t.shape[:2] == mask.shape:
+        if mask is not None and t.dim() >= 2 and t.shape[:2] == mask.shape:
             t = t[mask.bool()]
+        elif mask is not None and t.dim() == 2 and t.shape[0] == mask.numel():
+            t = t[mask.reshape(-1).bool()]  # batch and tokens flattened before the module (OPT's MLP)
         return t.detach().cpu()
 
     def add_output_grad(name: str, grad: torch.Tensor) -> None:

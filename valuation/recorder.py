@@ -66,11 +66,16 @@ class GradientRecorder:
         batch = h.shape[0]
         expected = self._expected_batch()
         if expected is not None and expected[0] != batch:
-            raise ValueError(
-                f"module {name!r} saw a batch of {batch} where {expected[1]}: if its input is "
-                "shared by the whole batch (e.g. position embeddings) it has no per-example gradient, so "
-                "exclude it; otherwise record one batch at a time"
-            )
+            if not self._tokens_flattened(h, expected[0]):
+                raise ValueError(
+                    f"module {name!r} saw a batch of {batch} where {expected[1]}: if its input is "
+                    "shared by the whole batch (e.g. position embeddings) it has no per-example gradient, so "
+                    "exclude it; otherwise record one batch at a time"
+                )
+            # Batch and tokens flattened into one dimension before the module (OPT's MLP does
+            # this): row-major, so each example's tokens are contiguous and unflatten back.
+            batch = expected[0]
+            h = h.reshape(batch, -1, h.shape[-1])
         self._batch_size = batch
         mask = self._mask
         if h.dim() == 3 and mask is not None and mask.shape == h.shape[:2]:
@@ -78,6 +83,13 @@ class GradientRecorder:
             h = h * mask.unsqueeze(-1).to(h.dtype)
         h = h.detach()
         z.register_hook(partial(self._accumulate, name, h))
+
+    def _tokens_flattened(self, h: torch.Tensor, batch: int) -> bool:
+        if h.dim() != 2:
+            return False
+        if self._mask is not None:
+            return h.shape[0] == self._mask.numel()
+        return h.shape[0] % batch == 0
 
     def _expected_batch(self) -> tuple[int, str] | None:
         if self._batch_size is not None:
@@ -90,7 +102,7 @@ class GradientRecorder:
 
     def _accumulate(self, name: str, h: torch.Tensor, dz: torch.Tensor) -> None:
         dtype = _accumulation_dtype(dz.dtype)
-        batch = h.shape[0]
+        batch = h.shape[0]  # h is batch-major already; dz may still be flattened
         h = h.reshape(batch, -1, h.shape[-1]).to(dtype)
         dz = dz.reshape(batch, -1, dz.shape[-1]).to(dtype)
         grad = torch.einsum("bto,bti->boi", dz, h)
