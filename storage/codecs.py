@@ -81,13 +81,17 @@ def aux_compressors() -> list:
     return [ZstdCodec(level=1), Crc32cCodec()]
 
 
-def put_array(group: zarr.Group, name: str, data: np.ndarray) -> None:
-    """Write a small whole array (sums, eigenvectors, per-row values), replacing any old one."""
-    chunk_rows = max(1, min(data.shape[0], AUX_CHUNK_ELEMENTS // max(1, int(np.prod(data.shape[1:])))))
-    array = group.create_array(
-        name, shape=data.shape, dtype=data.dtype, chunks=(chunk_rows, *data.shape[1:]),
-        compressors=aux_compressors(), overwrite=True,
+def create_aux_array(group: zarr.Group, name: str, shape: tuple[int, ...], dtype: np.dtype) -> zarr.Array:
+    """An empty array for small whole values (sums, eigenvectors, per-row values), replacing any old one."""
+    chunk_rows = max(1, min(shape[0], AUX_CHUNK_ELEMENTS // max(1, int(np.prod(shape[1:])))))
+    return group.create_array(
+        name, shape=shape, dtype=dtype, chunks=(chunk_rows, *shape[1:]), compressors=aux_compressors(), overwrite=True,
     )
+
+
+def put_array(group: zarr.Group, name: str, data: np.ndarray) -> None:
+    """Write a small whole array, replacing any old one."""
+    array = create_aux_array(group, name, data.shape, data.dtype)
     if data.size:
         array[...] = data
 

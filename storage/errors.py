@@ -14,6 +14,16 @@ class StoreNotFoundError(StoreError):
         super().__init__(f"no gradient store at {url}; create one with GradientStore.create")
 
 
+class IncompleteStoreError(StoreNotFoundError):
+    """A create() was killed before it finished: not a store yet, and create() starts it again."""
+
+    def __init__(self, url: str):
+        StoreError.__init__(
+            self, f"the gradient store at {url} was never finished (its creation was interrupted); "
+            "creating it again (GradientStore.create, or the next ingest) starts it afresh"
+        )
+
+
 class StoreExistsError(StoreError):
     def __init__(self, url: str):
         super().__init__(f"a gradient store already exists at {url}; open it with GradientStore.open")

@@ -1,16 +1,21 @@
-"""Committing a shard: rows, metadata and aggregates first, the manifest entry last.
+"""Committing shards: rows, metadata and the new totals first, the manifest entry last.
 
 Everything here runs under the committer lock. The order is what makes a crash harmless:
-1. cut off any uncommitted tail (rows past the manifest's last entry: a crashed commit's)
-2. grow the row arrays and write the shard's rows and metadata, then its aggregates
-3. flush, then append the manifest entry: from this write on, and not before, the shard exists
-A crash before 3 leaves a tail that readers never see and the next commit cuts off; the rerun
-redoes the shard from scratch. A shard already in the manifest is never written again.
+1. cut off any uncommitted tail (rows past the manifest's last entry: a crashed commit's) and
+   drop totals groups the manifest does not point at
+2. grow the row arrays and write each shard's rows and metadata
+3. write the totals (old totals + the shards' sums) as a new group t<n>, flush
+4. write the manifest: the new entries and the new totals' name, in one write. From this write
+   on, and not before, the shards exist and the totals count them
+5. drop the old totals group
+A crash before 4 leaves a tail and an orphan totals group that readers never see and the next
+commit drops; the rerun redoes the shards from scratch. A crash after 4 leaves an old totals
+group that the next commit drops. A shard already in the manifest is never written again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -21,13 +26,21 @@ import zarr
 
 from valuation.fisher import FisherPartial
 
-from .aggregates import ShardAggregates, write_aggregates
+from .aggregates import Aggregates, read_aggregates, write_aggregates
 from .codecs import EncodedRows, decode, encode
 from .errors import RowsInvalidError
-from .faults import ROWS_WRITTEN, crash_point
-from .manifest import ManifestEntry, MetaHasher, RowsHasher, append_entry, committed_rows, read_manifest
+from .faults import MANIFEST_WRITTEN, ROWS_WRITTEN, crash_point
+from .manifest import (
+    Manifest,
+    ManifestEntry,
+    MetaHasher,
+    RowsHasher,
+    TotalsPointer,
+    read_manifest_state,
+    write_manifest,
+)
 from .rows import RowArrays
-from .schema import SHARDS, RowMetadata, StoreAttributes, check_node_name
+from .schema import TOTALS, RowMetadata, StoreAttributes, check_node_name
 
 BLOCK_BYTES = 64 << 20  # rows written per zarr call: big enough for zarr to write chunks concurrently
 
@@ -58,15 +71,30 @@ class CommitResult:
         return f"shard {self.shard_hash}: already committed (rows [{self.row_start}, {self.row_stop})), nothing written"
 
 
+class ShardSource(Protocol):
+    """A shard a commit copies into the store: its rows and metadata read block by block, and its sums."""
+
+    shard_hash: str
+    name: str | None
+
+    @property
+    def n_rows(self) -> int: ...
+
+    @property
+    def aggregates(self) -> Aggregates: ...
+
+    def read(self, start: int, stop: int) -> tuple[EncodedRows, RowMetadata]: ...
+
+
 @dataclass
 class PreparedShard:
-    """A shard validated, encoded and summed, ready to write anywhere (store or staging)."""
+    """A shard validated, encoded and summed in memory, ready to commit."""
 
     shard_hash: str
     name: str | None
     encoded: EncodedRows
     meta: RowMetadata
-    aggregates: ShardAggregates
+    aggregates: Aggregates
 
     @property
     def n_rows(self) -> int:
@@ -76,18 +104,36 @@ class PreparedShard:
         return self.encoded.slice(start, stop), self.meta.slice(start, stop)
 
 
-class RowSource(Protocol):
-    """Encoded rows and metadata a commit copies into the store, read block by block."""
-
-    n_rows: int
-
-    def read(self, start: int, stop: int) -> tuple[EncodedRows, RowMetadata]: ...
-
-
 def _as_numpy(rows) -> np.ndarray:
     if isinstance(rows, torch.Tensor):
         rows = rows.detach().to("cpu", torch.float32).numpy()
     return np.ascontiguousarray(rows, dtype=np.float32)
+
+
+def checked_rows(attrs: StoreAttributes, shard_hash: str, rows, metadata: RowMetadata) -> np.ndarray:
+    """rows as float32 numpy, if they fit the store's layout and are finite; else RowsInvalidError."""
+    rows = _as_numpy(rows)
+    layout = attrs.layout
+    if rows.ndim != 2 or rows.shape[1] != layout.total:
+        raise RowsInvalidError(f"rows have shape {rows.shape}; the store's layout needs (n, {layout.total})")
+    if len(metadata) != rows.shape[0]:
+        raise RowsInvalidError(f"{rows.shape[0]} rows but metadata for {len(metadata)}")
+    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    if bad.size:
+        shown = [metadata.example_ids[i] for i in bad[:10]]
+        raise RowsInvalidError(f"shard {shard_hash}: NaN/inf in the rows of example(s) {shown}; nothing was written")
+    return rows
+
+
+def checked_partial(attrs: StoreAttributes, shard_hash: str, partial: FisherPartial) -> FisherPartial:
+    if partial.layout != attrs.layout:
+        raise RowsInvalidError(f"shard {shard_hash}: the Fisher partial's gradient layout is not the store's")
+    return partial
+
+
+def rows_fisher(attrs: StoreAttributes, rows: np.ndarray) -> FisherPartial:
+    """The empirical Fisher partial of the rows themselves (when the caller gives none)."""
+    return FisherPartial.zeros(attrs.layout).update(torch.from_numpy(rows))
 
 
 def prepare_shard(
@@ -99,23 +145,11 @@ def prepare_shard(
     name: str | None,
 ) -> PreparedShard:
     check_node_name(shard_hash, "shard hash")
-    rows = _as_numpy(rows)
-    layout = attrs.layout
-    if rows.ndim != 2 or rows.shape[1] != layout.total:
-        raise RowsInvalidError(f"rows have shape {rows.shape}; the store's layout needs (n, {layout.total})")
-    if len(metadata) != rows.shape[0]:
-        raise RowsInvalidError(f"{rows.shape[0]} rows but metadata for {len(metadata)}")
-    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
-    if bad.size:
-        shown = [metadata.example_ids[i] for i in bad[:10]]
-        raise RowsInvalidError(f"shard {shard_hash}: NaN/inf in the rows of example(s) {shown}; nothing was written")
-    if fisher_partial is None:
-        fisher_partial = FisherPartial.zeros(layout).update(torch.from_numpy(rows))
-    elif fisher_partial.layout != layout:
-        raise RowsInvalidError(f"shard {shard_hash}: the Fisher partial's gradient layout is not the store's")
+    rows = checked_rows(attrs, shard_hash, rows, metadata)
+    fisher_partial = checked_partial(attrs, shard_hash, fisher_partial or rows_fisher(attrs, rows))
     encoded = encode(rows, attrs.codec.precision)
     decoded = decode(encoded, attrs.codec.precision)
-    aggregates = ShardAggregates.compute(decoded, metadata, fisher_partial)
+    aggregates = Aggregates.of_rows(decoded, metadata, fisher_partial)
     return PreparedShard(shard_hash, name, encoded, metadata, aggregates)
 
 
@@ -130,47 +164,101 @@ def aligned_blocks(start: int, n: int, chunk_rows: int, block_rows: int) -> Iter
         a = b
 
 
-def discard_uncommitted(root: zarr.Group, arrays: RowArrays, entries: list[ManifestEntry]) -> None:
-    """Cut the arrays back to the committed rows and drop aggregates no manifest entry owns."""
-    arrays.resize(committed_rows(entries))
-    committed = {e.shard_hash for e in entries}
-    shards = root[SHARDS]
-    for orphan in set(shards.group_keys()) - committed:
-        del shards[orphan]
+def totals_name(n_shards: int) -> str:
+    return f"t{n_shards:09d}"
+
+
+def read_totals(root: zarr.Group, attrs: StoreAttributes, manifest: Manifest) -> Aggregates:
+    """The running sums over every committed shard, checked against the manifest's checksum."""
+    if manifest.totals is None:
+        return Aggregates.zeros(attrs.layout)
+    return read_aggregates(root[TOTALS][manifest.totals.group], attrs.layout, manifest.totals.digests)
+
+
+def discard_uncommitted(root: zarr.Group, arrays: RowArrays, manifest: Manifest) -> None:
+    """Cut the arrays back to the committed rows and drop totals the manifest does not point at."""
+    arrays.resize(manifest.n_rows)
+    keep = manifest.totals.group if manifest.totals else None
+    totals = root.require_group(TOTALS)
+    for orphan in set(totals.group_keys()) - {keep}:
+        del totals[orphan]
+
+
+def _write_rows(arrays: RowArrays, attrs: StoreAttributes, source: ShardSource, start: int,
+                fence: Callable[[], None]) -> tuple[str, str, dict[str, str]]:
+    rows_hash, meta_hash = RowsHasher(), MetaHasher()
+    row_bytes = max(1, attrs.layout.total * attrs.codec.storage_dtype.itemsize)
+    for a, b in aligned_blocks(start, source.n_rows, attrs.chunk_rows, BLOCK_BYTES // row_bytes):
+        encoded, meta = source.read(a, b)
+        fence()
+        arrays.write(start + a, encoded, meta, source.shard_hash)
+        rows_hash.update(encoded)
+        meta_hash.update(meta, [source.shard_hash] * (b - a))
+    return rows_hash.hexdigest(), meta_hash.hexdigest(), meta_hash.column_hexdigests()
 
 
 def commit(
     root: zarr.Group,
     attrs: StoreAttributes,
-    shard_hash: str,
-    name: str | None,
-    source: RowSource,
-    aggregates: ShardAggregates,
+    sources: Sequence[ShardSource],
     flush: Callable[[], None],
-) -> CommitResult:
-    entries = read_manifest(root)
-    for entry in entries:
-        if entry.shard_hash == shard_hash:
-            return CommitResult(shard_hash, "already_committed", entry.row_start, entry.row_stop)
+    fence: Callable[[], None] = lambda: None,
+) -> list[CommitResult]:
+    """Commit `sources` in order, in one manifest write. `fence` raises if this committer has
+    lost the lock (called before every write, see lease.py)."""
+    manifest = read_manifest_state(root)
+    results: dict[str, CommitResult] = {}
+    new: list[ShardSource] = []
+    for source in sources:
+        entry = manifest.find(source.shard_hash)
+        if entry is not None:
+            results[source.shard_hash] = CommitResult(source.shard_hash, "already_committed", entry.row_start,
+                                                      entry.row_stop)
+        elif all(s.shard_hash != source.shard_hash for s in new):
+            new.append(source)
+    if not new:
+        return _in_order(sources, results)
+    fence()
     arrays = RowArrays.of(root)
-    discard_uncommitted(root, arrays, entries)
-    start, n = committed_rows(entries), source.n_rows
-    arrays.resize(start + n)
-    rows_hash, meta_hash = RowsHasher(), MetaHasher()
-    row_bytes = max(1, attrs.layout.total * attrs.codec.storage_dtype.itemsize)
-    for a, b in aligned_blocks(start, n, attrs.chunk_rows, BLOCK_BYTES // row_bytes):
-        encoded, meta = source.read(a, b)
-        arrays.write(start + a, encoded, meta, shard_hash)
-        rows_hash.update(encoded)
-        meta_hash.update(meta, [shard_hash] * (b - a))
-    write_aggregates(root[SHARDS].create_group(shard_hash, overwrite=True), aggregates)
+    discard_uncommitted(root, arrays, manifest)
+    totals = read_totals(root, attrs, manifest)
+    start = manifest.n_rows
+    arrays.resize(start + sum(s.n_rows for s in new))
+    entries = list(manifest.entries)
+    for source in new:
+        n = source.n_rows
+        rows_sha, meta_sha, columns_sha = _write_rows(arrays, attrs, source, start, fence)
+        aggregates = source.aggregates
+        totals = totals + aggregates
+        entries.append(ManifestEntry(
+            shard_hash=source.shard_hash, name=source.name, row_start=start, row_stop=start + n, row_count=n,
+            rows_sha256=rows_sha, meta_sha256=meta_sha, column_sha256=columns_sha,
+            fisher_count=aggregates.fisher.count, committed_at=utc_now(),
+        ))
+        results[source.shard_hash] = CommitResult(source.shard_hash, "committed", start, start + n)
+        start += n
+    name = totals_name(len(entries))
+    extra = {"shards": [e.shard_hash for e in entries], "fisher": attrs.fisher}
+    fence()
+    digests = write_aggregates(root[TOTALS].create_group(name, overwrite=True), totals, extra)
     flush()
     crash_point(ROWS_WRITTEN)
-    entry = ManifestEntry(
-        shard_hash=shard_hash, name=name, row_start=start, row_stop=start + n, row_count=n,
-        rows_sha256=rows_hash.hexdigest(), meta_sha256=meta_hash.hexdigest(),
-        fisher_count=aggregates.fisher.count, committed_at=utc_now(),
-    )
-    append_entry(root, entries, entry)
+    fence()
+    write_manifest(root, Manifest(entries, TotalsPointer(group=name, digests=digests)))
     flush()
-    return CommitResult(shard_hash, "committed", start, start + n)
+    crash_point(MANIFEST_WRITTEN)
+    if manifest.totals is not None:
+        del root[TOTALS][manifest.totals.group]
+    return _in_order(sources, results)
+
+
+def _in_order(sources: Sequence[ShardSource], results: dict[str, CommitResult]) -> list[CommitResult]:
+    """One result per source; a shard given twice is committed once, the repeat says so."""
+    out, seen = [], set()
+    for source in sources:
+        result = results[source.shard_hash]
+        if source.shard_hash in seen:
+            result = CommitResult(result.shard_hash, "already_committed", result.row_start, result.row_stop)
+        seen.add(source.shard_hash)
+        out.append(result)
+    return out

@@ -12,7 +12,7 @@ import zarr
 from .identity import model_id
 from .location import stored_bytes
 from .rows import RowArrays
-from .schema import ROW_SCALE, ROWS
+from .schema import ROW_SCALE, ROWS, SNAPSHOTS, TOTALS
 from .snapshots import snapshot_attrs
 from .staging import list_staged
 from .store import GradientStore
@@ -52,6 +52,8 @@ def store_info(url: str, *, storage_options: dict[str, Any] | None = None) -> di
         "bytes": {
             "total": stored_bytes(root.store),
             "rows": rows_bytes,
+            "totals": stored_bytes(root.store, TOTALS),
+            "snapshots": stored_bytes(root.store, SNAPSHOTS),
             "per_row": rows_bytes / n if n else None,
             "ratio_vs_float32": n * width * 4 / rows_bytes if n and rows_bytes else None,
         },
@@ -62,15 +64,18 @@ def store_info(url: str, *, storage_options: dict[str, Any] | None = None) -> di
             for e in store.manifest
         ],
         "snapshots": [_snapshot_summary(root, version) for version in store.snapshot_versions()],
-        "staged": [{"worker": s.worker_id, "shard_hash": s.shard_hash, "rows": s.n_rows} for s in list_staged(root)],
+        "staged": [{"worker": s.worker_id, "shard_hash": s.shard_hash, "rows": s.n_rows}
+                   for s in list_staged(root, attrs)],
     }
 
 
 def _snapshot_summary(root: zarr.Group, version: int) -> dict[str, Any]:
     attrs = snapshot_attrs(root, version)
+    derived = attrs.get("derived")
     return {
         "version": version, "created_at": attrs["created_at"], "count": attrs["count"], "alpha": attrs["alpha"],
-        "shards": len(attrs["shards"]), "self_influence_rows": attrs["self_influence_rows"],
+        "shards": len(attrs["shards"]), "self_influence_rows": derived["rows"] if derived else None,
+        "retired_at": attrs.get("retired_at"),
     }
 
 
@@ -95,6 +100,7 @@ def format_info(info: dict[str, Any]) -> str:
     sizes = f"{_bytes(size['total'])} in all; rows {_bytes(size['rows'])}"
     if size["per_row"]:
         sizes += f" ({size['per_row']:,.0f} B/row, {size['ratio_vs_float32']:.2f}x smaller than float32)"
+    sizes += f"; Fisher and provider totals {_bytes(size['totals'])}; snapshots {_bytes(size['snapshots'])}"
     lines = [
         f"store      {info['url']}",
         f"           schema {info['schema_version']}, created {info['created_at']}, dataworth {info['code_version']}",
@@ -114,6 +120,8 @@ def format_info(info: dict[str, Any]) -> str:
     ]
     for s in info["snapshots"]:
         covered = "-" if s["self_influence_rows"] is None else f"{s['self_influence_rows']:,} rows"
+        if s["retired_at"]:
+            covered = f"retired {s['retired_at']}"
         lines.append(
             f"  v{s['version']}: {s['count']:,} rows from {s['shards']} shards, alpha {s['alpha']}, "
             f"self-influence {covered}, {s['created_at']}"

@@ -4,10 +4,12 @@
       rows                        N x K, storage dtype of the codec, chunked by rows
       row_scale                   N float32 (scaled precisions only)
       meta/example_id|provider|shard|snippet   N strings;  meta/n_tokens  N int64
-      manifest/                   attrs["entries"]: committed shards, in row order (the commit point)
-      shards/<hash>/              per-shard aggregates: fisher (float64), provider_sums, provider_rows
+      manifest/                   attrs["entries"]: committed shards, in row order, and
+                                  attrs["totals"]: which totals group sums them (the commit point)
+      totals/t<n>/                running sums over the n committed shards: fisher (float64),
+                                  provider_sums, provider_rows (one generation, two mid-commit)
       snapshots/                  attrs["versions"]: registered Fisher snapshots
-      snapshots/v000001/          eigvals, eigvecs, self_influence
+      snapshots/v000001/          eigvals, eigvecs; derived/d<k>/ self_influence, normalised sums
       staging/<worker>/<hash>/    a parallel logger's rows, waiting for the committer
 
 Rows beyond the manifest's last entry are an uncommitted tail: readers never see it and the next
@@ -23,13 +25,14 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from valuation.config import FisherConfig
 from valuation.layout import GradientLayout
 from valuation.spec import ProjectionSpec
 
 from .codecs import CodecConfig
 from .errors import RowsInvalidError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: a Fisher partial per shard (storage/migrate.py upgrades it)
 ATTRS_KEY = "dataworth"
 
 ROWS = "rows"
@@ -39,7 +42,7 @@ STRING_COLUMNS = ("example_id", "provider", "shard", "snippet")
 SNIPPET_CHARS = 512  # reports show ~160; whole documents would outweigh the gradients
 INT_COLUMNS = ("n_tokens",)
 MANIFEST = "manifest"
-SHARDS = "shards"
+TOTALS = "totals"
 SNAPSHOTS = "snapshots"
 STAGING = "staging"
 
@@ -68,9 +71,12 @@ class StoreAttributes(BaseModel):
     chunk_rows: int
     created_at: str
     code_version: str
-    # Fisher partial sums of different estimators must not be added up: part of the identity.
-    fisher_estimator: str = "empirical"
-    fisher_sample_seed: int = 0
+    # Fisher sums of different estimators must not be added up: part of the identity.
+    fisher: dict[str, Any]
+
+    @property
+    def fisher_estimator(self) -> str:
+        return str(self.fisher["estimator"])
 
     @property
     def spec(self) -> ProjectionSpec:
@@ -79,6 +85,16 @@ class StoreAttributes(BaseModel):
     @property
     def layout(self) -> GradientLayout:
         return GradientLayout.from_dict(self.projection_spec["layout"])
+
+
+def fisher_identity(config: FisherConfig | dict[str, Any] | None) -> dict[str, Any]:
+    """Everything of a FisherConfig that changes what the summed rows are: all of it but the
+    damping (applied only when a snapshot is built). New fields join the identity by default; a
+    stored identity that lacks one had its default (it was written before the field existed)."""
+    defaults = FisherConfig().model_dump(mode="json", exclude={"damping"})
+    if isinstance(config, FisherConfig):
+        return config.model_dump(mode="json", exclude={"damping"})
+    return {**defaults, **(config or {})}
 
 
 @dataclass

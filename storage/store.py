@@ -28,32 +28,44 @@ from valuation.layout import GradientLayout
 from valuation.spec import ProjectionSpec
 
 from . import snapshots
-from .aggregates import count_provider_rows, sum_fisher, sum_providers
+from .aggregates import Aggregates, ProviderSums, read_fisher, read_providers
 from .codecs import CodecConfig, EncodedRows, decode
-from .errors import RowsInvalidError, StoreError, StoreExistsError, StoreFormatError, StoreNotFoundError
+from .errors import (
+    IncompleteStoreError,
+    RowsInvalidError,
+    StoreError,
+    StoreExistsError,
+    StoreFormatError,
+    StoreNotFoundError,
+)
+from .faults import CREATED, crash_point
 from .identity import check_compatible
-from .ingest import CommitResult, commit, prepare_shard, utc_now
+from .ingest import CommitResult, commit, prepare_shard, read_totals, utc_now
 from .location import StoreLocation, open_root
 from .lock import committer_lock
-from .manifest import ManifestEntry, committed_rows, read_manifest
-from .projections import checked_projections, load_projections, save_projections
+from .manifest import Manifest, ManifestEntry, column_digest, read_manifest_state
+from .projections import PROJECTIONS, checked_projections, load_projections, save_projections
 from .rows import RowArrays, create_row_arrays
 from .schema import (
     ATTRS_KEY,
     MANIFEST,
+    META,
     ROW_SCALE,
     ROWS,
     SCHEMA_VERSION,
-    SHARDS,
     SNAPSHOTS,
     STAGING,
+    TOTALS,
     RowMetadata,
     StoreAttributes,
     StoredMetadata,
+    fisher_identity,
 )
 from .snapshots import StoredSnapshot
 from .staging import StagingArea, commit_staged
 
+CREATING_KEY = "dataworth_creating"  # on the root from a create's first write until its last
+STORE_NODES = {ROWS, ROW_SCALE, META, MANIFEST, TOTALS, SNAPSHOTS, STAGING, PROJECTIONS, "shards"}
 CHUNK_BYTES = 8 << 20  # target stored-dtype bytes per row chunk (before compression)
 MAX_CHUNK_ROWS = 1 << 16
 
@@ -71,6 +83,53 @@ def default_chunk_rows(width: int, codec: CodecConfig) -> int:
     return int(min(MAX_CHUNK_ROWS, max(64, rows)))
 
 
+def read_attributes(root: zarr.Group, url: str) -> StoreAttributes:
+    """The store's identity, or why this group cannot be read as a store of this schema."""
+    if ATTRS_KEY not in root.attrs:
+        if _unfinished(root):
+            raise IncompleteStoreError(url)
+        raise StoreFormatError(f"{url} is a Zarr group but not a gradient store (no {ATTRS_KEY!r} attributes)")
+    raw = root.attrs[ATTRS_KEY]
+    version = raw.get("schema_version", 0)
+    if version > SCHEMA_VERSION:  # before parsing: a newer schema may add fields
+        raise StoreFormatError(
+            f"{url} has store schema {version}; this code reads up to {SCHEMA_VERSION}: upgrade dataworth"
+        )
+    if version < SCHEMA_VERSION:
+        raise StoreFormatError(
+            f"{url} has store schema {version} (a Fisher partial per shard); this code reads schema "
+            f"{SCHEMA_VERSION}: run `dataworth store migrate {url}` (keeps every row)"
+        )
+    return StoreAttributes(**raw)
+
+
+def _unfinished(root: zarr.Group) -> bool:
+    """A killed create(): marked so, or (made by schema-1 code, which wrote no mark) a group holding
+    nothing but store nodes and no attributes. Rows are never committed before the identity."""
+    if ATTRS_KEY in root.attrs:
+        return False
+    if CREATING_KEY in root.attrs:
+        return True
+    return not root.attrs.asdict() and set(root.keys()) <= STORE_NODES
+
+
+def _new_root(location: StoreLocation, since: str) -> zarr.Group:
+    """The root group of a new store, marked as being created in its very first write. A group
+    left so by a killed create() is started again from scratch; anything else is left alone."""
+    zstore = location.zarr_store()
+    mark = {CREATING_KEY: {"since": since}}
+    try:
+        return zarr.open_group(store=zstore, mode="w-", use_consolidated=False, attributes=mark)
+    except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
+        try:
+            existing = open_root(zstore, location.url, mode="r")
+        except Exception:
+            raise StoreExistsError(location.url) from exc
+        if not _unfinished(existing):
+            raise StoreExistsError(location.url) from exc
+    return zarr.open_group(store=zstore, mode="w", use_consolidated=False, attributes=mark)
+
+
 class GradientStore:
     def __init__(self, location: StoreLocation, read_only: bool, lock_timeout: float):
         self.location = location
@@ -78,19 +137,9 @@ class GradientStore:
         self.lock_timeout = lock_timeout
         self._zstore = location.zarr_store(read_only=read_only)
         root = open_root(self._zstore, location.url, mode="r" if read_only else "r+")
-        if ATTRS_KEY not in root.attrs:
-            raise StoreFormatError(
-                f"{location.url} is a Zarr group but not a gradient store (no {ATTRS_KEY!r} attributes; "
-                "if a create crashed, delete it and create again)"
-            )
-        raw = root.attrs[ATTRS_KEY]
-        if raw.get("schema_version", 0) > SCHEMA_VERSION:  # before parsing: a newer schema may add fields
-            raise StoreFormatError(
-                f"{location.url} has store schema {raw['schema_version']}; this code reads up to "
-                f"{SCHEMA_VERSION}: upgrade dataworth"
-            )
-        self.attributes = StoreAttributes(**raw)
-        self._entries = read_manifest(root)
+        self.attributes = read_attributes(root, location.url)
+        self._manifest = read_manifest_state(root)
+        self._verified: set[tuple[str, str]] = set()  # (shard, column) checked against the manifest
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -125,26 +174,23 @@ class GradientStore:
             chunk_rows=chunk_rows or default_chunk_rows(width, codec),
             created_at=utc_now(),
             code_version=code_version(),
-            fisher_estimator=(fisher or FisherConfig()).estimator,
-            fisher_sample_seed=(fisher or FisherConfig()).sample_seed,
+            fisher=fisher_identity(fisher),
         )
         with committer_lock(location.lock_path, location.url, lock_timeout):
-            zstore = location.zarr_store()
-            try:
-                root = zarr.open_group(store=zstore, mode="w-", use_consolidated=False)
-            except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
-                raise StoreExistsError(location.url) from exc
+            root = _new_root(location, attrs.created_at)
             create_row_arrays(root, width, codec, attrs.chunk_rows)
             # Self-describing for readers without this package: which columns are which module.
             root[ROWS].attrs.put({
                 "column_offsets": {name: list(span) for name, span in spec.layout.offsets.items()},
                 "precision": codec.precision,
             })
-            for name in (MANIFEST, SHARDS, SNAPSHOTS, STAGING):
+            for name in (MANIFEST, TOTALS, SNAPSHOTS, STAGING):
                 root.create_group(name)
             if projections is not None:
                 save_projections(root, projections)
-            # Identity last: a crash during creation leaves a group that open() refuses, not a store.
+            crash_point(CREATED)
+            # Identity last, replacing the creating mark: a crash before this leaves a group that
+            # open() reports as not there and the next create() starts again.
             root.attrs.put({ATTRS_KEY: attrs.model_dump(mode="json")})
         return cls(location, read_only=False, lock_timeout=lock_timeout)
 
@@ -217,11 +263,13 @@ class GradientStore:
         """Refuse Fisher partials of another estimator: they cannot be summed with this store's."""
         if fisher is None:
             return
-        mine = (self.attributes.fisher_estimator, self.attributes.fisher_sample_seed)
-        if (fisher.estimator, fisher.sample_seed) != mine:
+        mine, theirs = fisher_identity(self.attributes.fisher), fisher_identity(fisher)
+        if theirs != mine:
+            keys = [k for k in sorted(mine.keys() | theirs.keys()) if mine.get(k) != theirs.get(k)]
+            differences = ", ".join(f"{k}: {mine.get(k)} vs {theirs.get(k)}" for k in keys)
             raise RowsInvalidError(
-                f"store {self.url} sums the {mine[0]} Fisher (sample seed {mine[1]}); these rows come with the "
-                f"{fisher.estimator} Fisher (sample seed {fisher.sample_seed}): use the store's estimator"
+                f"store {self.url} sums the {mine['estimator']} Fisher; these rows come with the "
+                f"{theirs['estimator']} Fisher ({differences}): use the store's Fisher settings"
             )
 
     # ---- the committed view --------------------------------------------------------------
@@ -232,19 +280,24 @@ class GradientStore:
 
     def refresh(self) -> GradientStore:
         """See shards committed since this handle was opened."""
-        self._entries = read_manifest(self.root())
+        self._manifest = read_manifest_state(self.root())
         return self
 
     @property
     def manifest(self) -> list[ManifestEntry]:
-        return list(self._entries)
+        return list(self._manifest.entries)
+
+    @property
+    def committed(self) -> Manifest:
+        """This view's manifest: the committed shards and the totals group that sums them."""
+        return self._manifest
 
     @property
     def n_rows(self) -> int:
-        return committed_rows(self._entries)
+        return self._manifest.n_rows
 
     def is_committed(self, shard_hash: str) -> bool:
-        return any(e.shard_hash == shard_hash for e in self._entries)
+        return self._manifest.find(shard_hash) is not None
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -280,49 +333,71 @@ class GradientStore:
         self.check_compatible(spec, model_fingerprint)
         self.check_fisher(fisher)
         with self._committing() as root:
-            for entry in read_manifest(root):
-                if entry.shard_hash == shard_hash:  # skip the encoding; commit() would write nothing either
-                    return CommitResult(shard_hash, "already_committed", entry.row_start, entry.row_stop)
+            entry = read_manifest_state(root).find(shard_hash)
+            if entry is not None:  # skip the encoding; commit() would write nothing either
+                return CommitResult(shard_hash, "already_committed", entry.row_start, entry.row_stop)
             prepared = prepare_shard(self.attributes, shard_hash, rows, metadata, fisher_partial, name)
-            return commit(root, self.attributes, shard_hash, name, prepared, prepared.aggregates, self._flush)
+            return commit(root, self.attributes, [prepared], self._flush)[0]
 
-    def stage(self, worker_id: str, *, spec: ProjectionSpec, model_fingerprint: dict[str, Any]) -> StagingArea:
-        """A staging area for one parallel logger; `commit_staged()` moves its shards in."""
+    def stage(self, worker_id: str, *, spec: ProjectionSpec, model_fingerprint: dict[str, Any],
+              fisher: FisherConfig | None = None) -> StagingArea:
+        """A staging area for one parallel logger; `commit_staged()` publishes its shards."""
         if self.read_only:
             raise StoreError(f"{self.url} was opened read-only")
         self.check_compatible(spec, model_fingerprint)
-        return StagingArea(self, worker_id)
+        self.check_fisher(fisher)
+        return StagingArea(self.root, self.attributes, worker_id)
 
-    def commit_staged(self) -> list[CommitResult]:
-        """Commit every shard the staging areas hold ready, oldest first, under the committer lock."""
+    def commit_staged(self, shards: Sequence[str] | None = None) -> list[CommitResult]:
+        """Publish the shards the staging areas hold ready under the committer lock: all, oldest
+        first, or the ready ones of `shards` in that order (the order they take in the manifest)."""
         with self._committing() as root:
-            return commit_staged(root, self.attributes, self.layout, self._flush)
+            return commit_staged(root, self.attributes, self._flush, shards=shards)
 
     # ---- Fisher --------------------------------------------------------------------------
 
-    def _committed(self, shards: Sequence[str] | None, entries: list[ManifestEntry]) -> list[ManifestEntry]:
-        by_hash = {e.shard_hash: e for e in entries}
+    def _committed(self, shards: Sequence[str] | None, manifest: Manifest) -> list[ManifestEntry]:
+        by_hash = {e.shard_hash: e for e in manifest.entries}
         if shards is None:
-            return list(entries)
+            return list(manifest.entries)
         missing = sorted(set(shards) - by_hash.keys())
         if missing:
             raise StoreError(f"shard(s) {missing} are not committed in {self.url}")
         return [by_hash[h] for h in dict.fromkeys(shards)]
 
-    def _shard_groups(self, shards: Sequence[str] | None) -> list[zarr.Group]:
-        group = self.root()[SHARDS]
-        return [group[e.shard_hash] for e in self._committed(shards, self._entries)]
+    def _totals_group(self) -> tuple[zarr.Group, dict[str, str]] | None:
+        totals = self._manifest.totals
+        if totals is None:
+            return None
+        return self.root()[TOTALS][totals.group], totals.digests
+
+    def _check_all_shards(self, shards: Sequence[str] | None, what: str) -> None:
+        if shards is not None and set(shards) != {e.shard_hash for e in self._manifest.entries}:
+            self._committed(shards, self._manifest)  # names shards that are not committed
+            raise StoreError(
+                f"{what} is kept as one running total over every committed shard, not per shard; "
+                "give shards=None (a provider's share can be recomputed from its stored rows)"
+            )
 
     def fisher_partial(self, shards: Sequence[str] | None = None) -> FisherPartial:
-        """Sum of the Fisher partials of the given committed shards (all by default)."""
-        return sum_fisher(self._shard_groups(shards), self.layout)
+        """The Fisher sums over every committed shard of this view (`shards`, if given, must be all of them)."""
+        self._check_all_shards(shards, "the Fisher")
+        found = self._totals_group()
+        if found is None:
+            return FisherPartial.zeros(self.layout)
+        group, digests = found
+        return read_fisher(group, self.layout, digests)
+
+    def aggregates(self) -> Aggregates:
+        """Fisher and provider sums over every committed shard, read together."""
+        return read_totals(self.root(), self.attributes, self._manifest)
 
     def save_snapshot(self, snapshot: FisherSnapshot, shards: Sequence[str]) -> int:
-        """Store a Fisher snapshot built from the partials of `shards`; returns its version."""
+        """Store a Fisher snapshot built from the Fisher sums over `shards`; returns its version."""
         if snapshot.layout != self.layout:
             raise RowsInvalidError("the Fisher snapshot's gradient layout is not the store's")
         with self._committing() as root:
-            expected = sum(e.fisher_count for e in self._committed(shards, read_manifest(root)))
+            expected = sum(e.fisher_count for e in self._committed(shards, read_manifest_state(root)))
             if snapshot.count != expected:
                 raise RowsInvalidError(
                     f"the snapshot sums {snapshot.count} rows but the shards given hold {expected} Fisher rows"
@@ -334,7 +409,12 @@ class GradientStore:
         return snapshots.load_snapshot(self.root(), self.layout, version)
 
     def snapshot_versions(self) -> list[int]:
+        """Every registered snapshot, retired ones included (see snapshots.KEEP_SNAPSHOTS)."""
         return snapshots.snapshot_versions(self.root())
+
+    def snapshot_attrs(self, version: int) -> dict[str, Any]:
+        """A snapshot's attributes (count, alpha, shards, derived, retired_at), retired or not."""
+        return snapshots.snapshot_attrs(self.root(), version)
 
     def save_self_influence(
         self, version: int, values: np.ndarray, provider_normalized_sums: dict[str, np.ndarray] | None = None
@@ -343,10 +423,10 @@ class GradientStore:
         and optionally each provider's sum of rows divided by sqrt(self-influence) (for relatif
         credit without a row scan)."""
         with self._committing() as root:
-            n_rows = committed_rows(read_manifest(root))
+            n_rows = read_manifest_state(root).n_rows
             if np.shape(values) != (n_rows,):
                 raise RowsInvalidError(f"self-influence has shape {np.shape(values)}; the store has {n_rows} rows")
-            snapshots.save_self_influence(root, version, values, provider_normalized_sums)
+            snapshots.save_derived(root, version, values, provider_normalized_sums)
 
     def provider_normalized_sums(self, version: int | None = None) -> dict[str, np.ndarray]:
         """provider -> sum of its rows / sqrt(self-influence) under snapshot `version` (latest by default)."""
@@ -358,13 +438,20 @@ class GradientStore:
 
     # ---- provider aggregates -------------------------------------------------------------
 
-    def provider_sums(self, shards: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """provider -> float64 sum of its stored (decoded) rows, over committed shards."""
-        return dict(sorted(sum_providers(self._shard_groups(shards), self.layout.total).items()))
+    def _providers(self) -> ProviderSums:
+        found = self._totals_group()
+        if found is None:
+            return ProviderSums(self.layout.total)
+        group, digests = found
+        return read_providers(group, self.layout.total, digests)
 
-    def provider_row_counts(self, shards: Sequence[str] | None = None) -> dict[str, int]:
-        """provider -> committed rows (reads the counts only, not the sum vectors)."""
-        return dict(sorted(count_provider_rows(self._shard_groups(shards)).items()))
+    def provider_sums(self) -> dict[str, np.ndarray]:
+        """provider -> float64 sum of its stored (decoded) rows, over every committed shard."""
+        return dict(sorted(self._providers().sums.items()))
+
+    def provider_row_counts(self) -> dict[str, int]:
+        """provider -> committed rows."""
+        return dict(sorted(self._providers().rows.items()))
 
     # ---- reading rows --------------------------------------------------------------------
 
@@ -415,10 +502,34 @@ class GradientStore:
 
     # ---- reading metadata ----------------------------------------------------------------
 
+    def _verify_columns(self, start: int, columns: dict[str, Any]) -> None:
+        """Check each whole shard inside the read against its manifest checksums: a lost chunk of
+        a metadata column reads as empty strings or zeros, and a report must never be built on it."""
+        stop = start + len(next(iter(columns.values())))
+        for entry in self._manifest.entries:
+            if entry.row_start < start or entry.row_stop > stop or not entry.row_count:
+                continue
+            for name, values in columns.items():
+                if (entry.shard_hash, name) in self._verified:
+                    continue
+                part = values[entry.row_start - start:entry.row_stop - start]
+                if column_digest(name, part) != entry.column_sha256[name]:
+                    raise StoreError(
+                        f"{self.url}: the {name} metadata of shard {entry.shard_hash} (rows [{entry.row_start}, "
+                        f"{entry.row_stop})) does not match its checksum (a lost or damaged chunk); "
+                        "run `dataworth store verify`"
+                    )
+                self._verified.add((entry.shard_hash, name))
+
     def read_metadata(self, start: int = 0, stop: int | None = None) -> StoredMetadata:
-        """example ids, providers, shard hashes (lists) and token counts (int64) of committed rows."""
+        """example ids, providers, shard hashes (lists) and token counts (int64) of committed rows.
+        Shards read whole are checked against their checksums (StoreError if damaged)."""
         start, stop = self._range(start, stop)
-        return RowArrays.of(self.root()).read_meta(start, stop)
+        meta = RowArrays.of(self.root()).read_meta(start, stop)
+        if stop > start:
+            self._verify_columns(start, {"example_id": meta.example_ids, "provider": meta.providers,
+                                         "shard": meta.shards, "snippet": meta.snippets, "n_tokens": meta.n_tokens})
+        return meta
 
     def dask_metadata(self) -> dict[str, da.Array]:
         """example_id, provider, shard, n_tokens of committed rows as lazy Dask arrays."""
@@ -427,6 +538,8 @@ class GradientStore:
 
     def provider_codes(self) -> tuple[np.ndarray, list[str]]:
         """Each committed row's provider as an int32 index into the sorted provider names."""
-        providers = RowArrays.of(self.root()).columns["provider"][: self.n_rows]
+        providers = RowArrays.of(self.root()).columns["provider"][: self.n_rows].tolist()
+        if providers:
+            self._verify_columns(0, {"provider": providers})
         names, codes = np.unique(np.asarray(providers, dtype=object), return_inverse=True)
         return codes.astype(np.int32), [str(n) for n in names]

@@ -2,25 +2,35 @@
 checked against the manifest, so this costs one full read of the store.
 
 Checks: manifest entries contiguous and unique; every row array long enough; per shard, the rows'
-and metadata's sha256 (a damaged chunk also fails its CRC32C), the shard column, and the stored
-Fisher count and provider sums against the rows; snapshots readable and over committed shards.
-An uncommitted tail (a crashed commit's rows) is not a problem: nothing reads it.
+and metadata's sha256 (a damaged chunk also fails its CRC32C) and the shard column; the totals:
+their checksums, that they cover exactly the committed shards and Fisher rows, and the provider
+sums and counts against the rows; snapshots readable and over committed shards; for the latest
+snapshot's derived arrays, their checksum, the self-influence recomputed from the rows, and the
+normalised provider sums recomputed from the rows and that self-influence. An uncommitted tail
+(a crashed commit's rows) is not a problem: nothing reads it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
+from valuation.fisher import FisherSnapshot
+from valuation.influence import safe_rsqrt
+
+from .aggregates import ProviderSums
 from .codecs import EncodedRows, decode
 from .errors import StoreError
-from .manifest import ManifestEntry, MetaHasher, RowsHasher
+from .ingest import read_totals
+from .manifest import Manifest, ManifestEntry, MetaHasher, RowsHasher
 from .rows import RowArrays
-from .schema import SHARDS, StoredMetadata
+from .schema import TOTALS, StoredMetadata, fisher_identity
 from .store import GradientStore
 
-SUM_RTOL = 1e-9  # provider sums are float64 sums of the same float32 values; only the order differs
+SUM_RTOL = 1e-9  # float64 sums of the same float32 values; only the order differs
 
 
 def _failure(exc: BaseException) -> str:
@@ -62,10 +72,52 @@ def _read_chunk(arrays: RowArrays, start: int, stop: int) -> tuple[EncodedRows, 
     return encoded, meta
 
 
-def _check_shard(store: GradientStore, arrays: RowArrays, entry: ManifestEntry) -> list[str]:
+@dataclass
+class Derived:
+    """The latest snapshot's derived arrays, re-derived from the rows as they are read."""
+
+    version: int
+    fisher: FisherSnapshot
+    self_influence: np.ndarray
+    providers: list[str] | None
+    normalized_sums: dict[str, np.ndarray]
+    recomputed: ProviderSums
+    worst_influence_error: float = 0.0
+
+    def add(self, start: int, decoded: np.ndarray, providers: list[str]) -> None:
+        stop = min(start + len(decoded), len(self.self_influence))
+        if stop <= start:
+            return
+        rows, stored = decoded[: stop - start], self.self_influence[start:stop]
+        fresh = self.fisher.self_influence(torch.from_numpy(rows)).numpy()
+        scale = np.maximum(np.abs(stored), 1e-300)
+        self.worst_influence_error = max(self.worst_influence_error, float((np.abs(fresh - stored) / scale).max()))
+        normalised = rows.astype(np.float64) * safe_rsqrt(torch.from_numpy(stored)).numpy()[:, None]
+        self.recomputed.add(normalised, providers[: stop - start])
+
+    def problems(self) -> list[str]:
+        where = f"Fisher snapshot {self.version}"
+        problems = []
+        if self.worst_influence_error > 1e-6:
+            problems.append(f"{where}: self-influence differs from the rows' by {self.worst_influence_error:.1e} "
+                            "(relative); `dataworth run refresh-fisher` recomputes it")
+        if self.providers is not None:
+            problems += _compare_sums(f"{where}: normalised sums", self.normalized_sums, self.recomputed.sums)
+        return problems
+
+
+@dataclass
+class Scan:
+    """What one pass over the committed rows accumulates for the store-wide checks."""
+
+    providers: ProviderSums
+    derived: Derived | None
+    problems: list[str] = field(default_factory=list)
+
+
+def _check_shard(store: GradientStore, arrays: RowArrays, entry: ManifestEntry, scan: Scan) -> None:
     where = f"shard {entry.shard_hash}"
     rows_hash, meta_hash = RowsHasher(), MetaHasher()
-    sums: dict[str, np.ndarray] = {}
     foreign = 0
     start = entry.row_start
     while start < entry.row_stop:
@@ -73,63 +125,98 @@ def _check_shard(store: GradientStore, arrays: RowArrays, entry: ManifestEntry) 
         try:
             encoded, meta = _read_chunk(arrays, start, stop)
         except StoreError as exc:
-            return [f"{where}: {exc}"]
+            scan.problems.append(f"{where}: {exc}")
+            return
         rows_hash.update(encoded)
         meta_hash.update(meta, meta.shards)
         foreign += sum(s != entry.shard_hash for s in meta.shards)
-        decoded, providers = decode(encoded, store.codec.precision), np.asarray(meta.providers)
-        for provider in set(meta.providers):
-            sums[provider] = sums.get(provider, 0) + decoded[providers == provider].sum(axis=0, dtype=np.float64)
+        decoded = decode(encoded, store.codec.precision)
+        scan.providers.add(decoded, meta.providers)
+        if scan.derived is not None:
+            scan.derived.add(start, decoded, meta.providers)
         start = stop
     span = f"[{entry.row_start}, {entry.row_stop})"
-    problems = []
     if rows_hash.hexdigest() != entry.rows_sha256:
-        problems.append(f"{where}: rows {span} do not match their checksum")
+        scan.problems.append(f"{where}: rows {span} do not match their checksum")
     if meta_hash.hexdigest() != entry.meta_sha256:
-        problems.append(f"{where}: metadata of rows {span} does not match its checksum")
+        damaged = [n for n, h in meta_hash.column_hexdigests().items() if entry.column_sha256.get(n) != h]
+        scan.problems.append(f"{where}: metadata of rows {span} does not match its checksum ({', '.join(damaged)})")
     if foreign:
-        problems.append(f"{where}: {foreign} of its rows are labelled with another shard")
-    return problems + _check_aggregates(store, entry, sums)
+        scan.problems.append(f"{where}: {foreign} of its rows are labelled with another shard")
 
 
-def _check_aggregates(store: GradientStore, entry: ManifestEntry, sums: dict[str, np.ndarray]) -> list[str]:
-    where = f"shard {entry.shard_hash}: aggregates"
-    try:
-        fisher_count = int(store.root()[SHARDS][entry.shard_hash].attrs["fisher_count"])
-        store.fisher_partial([entry.shard_hash])
-        stored = store.provider_sums([entry.shard_hash])
-    except Exception as exc:
-        return [f"{where} are missing or unreadable: {_failure(exc)}"]
+def _compare_sums(what: str, stored: dict[str, np.ndarray], fresh: dict[str, np.ndarray]) -> list[str]:
+    if stored.keys() != fresh.keys():
+        return [f"{what}: providers {sorted(stored)} but the rows belong to {sorted(fresh)}"]
     problems = []
-    if fisher_count != entry.fisher_count:
-        problems.append(f"{where}: the Fisher partial sums {fisher_count} rows, the manifest says {entry.fisher_count}")
-    if stored.keys() != sums.keys():
-        problems.append(f"{where}: providers {sorted(stored)} but the rows belong to {sorted(sums)}")
-    for provider in stored.keys() & sums.keys():
-        atol = SUM_RTOL * np.abs(sums[provider]).max(initial=0)
-        if not np.allclose(stored[provider], sums[provider], rtol=SUM_RTOL, atol=atol):
-            problems.append(f"{where}: provider {provider!r}'s sum of rows does not match its rows")
+    for provider in sorted(stored):
+        atol = SUM_RTOL * np.abs(fresh[provider]).max(initial=0)
+        if not np.allclose(stored[provider], fresh[provider], rtol=SUM_RTOL, atol=atol):
+            problems.append(f"{what}: provider {provider!r}'s sum does not match its rows")
     return problems
 
 
-def _check_snapshots(store: GradientStore) -> list[str]:
-    problems, committed = [], {e.shard_hash for e in store.manifest}
-    for version in store.snapshot_versions():
+def _check_totals(store: GradientStore, manifest: Manifest, rows: ProviderSums | None) -> list[str]:
+    """`rows`: the provider sums of the rows as read, None if some rows could not be trusted."""
+    if manifest.totals is None:
+        return ["totals: the manifest names no totals group but commits shards"] if manifest.entries else []
+    where = f"totals {manifest.totals.group}"
+    root = store.root()
+    try:
+        totals = read_totals(root, store.attributes, manifest)
+        attrs = root[TOTALS][manifest.totals.group].attrs.asdict()
+    except Exception as exc:
+        return [f"{where} are missing or unreadable: {_failure(exc)}"]
+    problems = []
+    if attrs.get("shards") != [e.shard_hash for e in manifest.entries]:
+        problems.append(f"{where} do not cover exactly the committed shards")
+    if totals.fisher.count != sum(e.fisher_count for e in manifest.entries):
+        problems.append(f"{where}: the Fisher sums {totals.fisher.count} rows, the manifest's shards "
+                        f"{sum(e.fisher_count for e in manifest.entries)}")
+    if fisher_identity(attrs.get("fisher")) != fisher_identity(store.attributes.fisher):
+        problems.append(f"{where}: the Fisher is of {attrs.get('fisher')}, the store's is {store.attributes.fisher}")
+    if rows is None:  # damaged rows are reported per shard; their sums would only repeat it
+        return problems
+    stored = dict(zip(totals.providers, totals.provider_sums))
+    problems += _compare_sums(f"{where}: provider sums", stored, rows.sums)
+    counts = dict(zip(totals.providers, totals.provider_rows.tolist()))
+    if counts != rows.rows:
+        problems.append(f"{where}: provider row counts {counts} but the rows hold {rows.rows}")
+    return problems
+
+
+def _check_snapshots(store: GradientStore) -> tuple[list[str], Derived | None]:
+    problems, committed, derived = [], {e.shard_hash for e in store.manifest}, None
+    versions = store.snapshot_versions()
+    for version in versions:
         where = f"Fisher snapshot {version}"
+        if store.snapshot_attrs(version).get("retired_at"):
+            continue
         try:
             snapshot = store.load_snapshot(version)
             values = store.self_influence(version) if snapshot.self_influence_rows is not None else None
+            sums = store.provider_normalized_sums(version) if values is not None else None
+        except StoreError as exc:
+            if "no provider sums" not in str(exc):
+                problems.append(f"{where} is unreadable: {exc}")
+                continue
+            sums = None
         except Exception as exc:
             problems.append(f"{where} is unreadable: {_failure(exc)}")
             continue
         unknown = sorted(set(snapshot.shards) - committed)
         if unknown:
             problems.append(f"{where} covers shards that are not committed: {unknown}")
-        if values is not None and values.shape[0] > store.n_rows:
+        if values is None:
+            continue
+        if values.shape[0] > store.n_rows:
             problems.append(f"{where}: self-influence of {values.shape[0]} rows, but the store has {store.n_rows}")
-        if values is not None and not np.isfinite(values).all():
+        elif not np.isfinite(values).all():
             problems.append(f"{where}: self-influence has NaN/inf values")
-    return problems
+        elif version == versions[-1]:
+            providers = None if sums is None else sorted(sums)
+            derived = Derived(version, snapshot.fisher, values, providers, sums or {}, ProviderSums(store.layout.total))
+    return problems, derived
 
 
 def verify_store(url: str, *, storage_options: dict[str, Any] | None = None) -> list[str]:
@@ -139,10 +226,18 @@ def verify_store(url: str, *, storage_options: dict[str, Any] | None = None) -> 
         arrays = RowArrays.of(store.root())
     except Exception as exc:
         return [f"cannot open {url} as a gradient store: {_failure(exc)}"]
-    problems = _check_manifest(store.manifest)
+    manifest = store.committed
+    problems = _check_manifest(manifest.entries)
     short = _check_lengths(store, arrays)
     if short:  # reading past the arrays' ends would only repeat this
         return problems + short
-    for entry in store.manifest:
-        problems += _check_shard(store, arrays, entry)
-    return problems + _check_snapshots(store)
+    snapshot_problems, derived = _check_snapshots(store)
+    scan = Scan(ProviderSums(store.layout.total), derived)
+    for entry in manifest.entries:
+        _check_shard(store, arrays, entry, scan)
+    rows_ok = not scan.problems
+    problems += scan.problems + _check_totals(store, manifest, scan.providers if rows_ok else None)
+    problems += snapshot_problems
+    if derived is not None and rows_ok:
+        problems += derived.problems()
+    return problems

@@ -148,7 +148,7 @@ def test_create_open_and_open_or_create(url):
     again = GradientStore.open_or_create(url, SPEC, MODEL, CodecConfig(precision="float32"))
     assert again.codec.precision == "int8" and again.n_rows == 50  # an existing store keeps its codec
     attrs = again.attributes
-    assert attrs.schema_version == 1 and attrs.model_fingerprint == MODEL and attrs.projection_spec == SPEC.to_dict()
+    assert attrs.schema_version == 2 and attrs.model_fingerprint == MODEL and attrs.projection_spec == SPEC.to_dict()
     assert attrs.code_version and attrs.created_at.endswith("+00:00")
 
 
@@ -167,8 +167,32 @@ def test_fisher_from_partials_equals_fisher_from_all_rows(url):
     for name in a.eigvals:
         atol = 1e-9 * b.eigvals[name].max().item()
         torch.testing.assert_close(a.eigvals[name], b.eigvals[name], rtol=1e-9, atol=atol)
-    first_two = [e.shard_hash for e in store.manifest[:2]]
-    assert store.fisher_partial(first_two).count == 41
+    assert store.fisher_partial([e.shard_hash for e in store.manifest]).count == 86
+    with pytest.raises(StoreError, match="one running total over every committed shard"):
+        store.fisher_partial([e.shard_hash for e in store.manifest[:2]])
+
+
+def test_the_running_total_is_the_sum_of_the_shards_partials_and_one_group_whatever_the_shard_count(url):
+    """One totals group of fixed shape, whether the same rows come in 2 or 8 shards."""
+    rows = np.random.default_rng(4).standard_normal((64, WIDTH)).astype(np.float32)
+    totals = {}
+    for n_shards in (2, 8):
+        store = create(f"{url}-{n_shards}")
+        partials = []
+        for i, part in enumerate(np.array_split(rows, n_shards)):
+            sampled = torch.from_numpy(np.random.default_rng(i).standard_normal(part.shape))  # true-Fisher-like rows
+            partials.append(FisherPartial.zeros(SPEC.layout).update(sampled))
+            meta = RowMetadata([f"{n_shards}-{i}-{j}" for j in range(len(part))], ["p"] * len(part), np.ones(len(part)))
+            store.commit_shard(f"shard-{i}", part, meta, partials[-1], spec=SPEC, model_fingerprint=MODEL)
+        expected = sum(partials[1:], partials[0])
+        total = store.fisher_partial()
+        assert total.count == expected.count == 64
+        for name in expected.sums:
+            scale = expected.sums[name].abs().max().item()
+            assert (total.sums[name] - expected.sums[name]).abs().max().item() <= 1e-12 * scale
+        assert list(store.root()["totals"].group_keys()) == [f"t{n_shards:09d}"]
+        totals[n_shards] = store.root()["totals"][f"t{n_shards:09d}"]["fisher"].shape
+    assert totals[2] == totals[8]
 
 
 def test_given_fisher_partials_are_kept_as_given(url):
@@ -215,6 +239,26 @@ def test_snapshots_are_versioned_with_their_shard_set_and_self_influence(url):
         store.save_snapshot(fisher, ["no-such-shard"])
     with pytest.raises(StoreError, match="versions"):
         store.load_snapshot(9)
+
+
+def test_only_the_latest_snapshots_keep_their_eigenvectors_and_self_influence(url):
+    store = create(url)
+    commit(store, 0)
+    shards = [store.manifest[0].shard_hash]
+    rows = torch.from_numpy(store.read_rows())
+    for alpha in (0.1, 0.2, 0.3):
+        snapshot = store.fisher_partial().snapshot(alpha)
+        version = store.save_snapshot(snapshot, shards)
+        store.save_self_influence(version, snapshot.self_influence(rows).numpy())
+    assert store.snapshot_versions() == [1, 2, 3]
+    with pytest.raises(StoreError, match="snapshot 1 was retired"):
+        store.load_snapshot(1)
+    assert store.load_snapshot(2).fisher.alpha == 0.2 and store.self_influence(2).shape == (50,)
+    root = store.root()
+    assert "eigvecs" not in root["snapshots"]["v000001"] and "derived" not in root["snapshots"]["v000001"]
+    assert store.snapshot_attrs(1)["alpha"] == 0.1  # what a report's provenance names stays
+    assert [s["retired_at"] is not None for s in store_info(url)["snapshots"]] == [True, False, False]
+    assert verify_store(url) == []
 
 
 def test_provider_sums_are_the_sums_of_the_stored_rows(url):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from storage import GradientStore, RowsInvalidError
+from storage.schema import fisher_identity
 from valuation import FisherConfig
 
 from .test_store_support import make_shard, make_spec
@@ -12,13 +13,24 @@ MODEL = {"fingerprint": "m1"}
 
 
 def test_rows_with_another_fisher_estimator_are_refused_naming_both(tmp_path):
-    store = GradientStore.create(str(tmp_path / "s.zarr"), make_spec(), MODEL, fisher=FisherConfig(estimator="true"))
+    fisher = FisherConfig(estimator="true", sample_seed=3, damping=0.5)
+    store = GradientStore.create(str(tmp_path / "s.zarr"), make_spec(), MODEL, fisher=fisher)
+    assert store.attributes.fisher == {"estimator": "true", "sample_seed": 3}  # all of it but the damping
     shard, rows, meta = make_shard(0)
     with pytest.raises(RowsInvalidError, match=r"sums the true Fisher.*come with the empirical Fisher"):
         store.commit_shard(shard, rows, meta, spec=make_spec(), model_fingerprint=MODEL, fisher=FisherConfig())
+    with pytest.raises(RowsInvalidError, match="sample_seed: 3 vs 4"):
+        store.stage("w0", spec=make_spec(), model_fingerprint=MODEL, fisher=FisherConfig(estimator="true", sample_seed=4))
     result = store.commit_shard(shard, rows, meta, spec=make_spec(), model_fingerprint=MODEL,
-                                fisher=FisherConfig(estimator="true"))
+                                fisher=FisherConfig(estimator="true", sample_seed=3, damping=0.1))
     assert result.committed and store.attributes.fisher_estimator == "true"
+
+
+def test_the_fisher_identity_is_every_setting_but_the_damping_with_defaults_for_older_stores():
+    assert set(fisher_identity(FisherConfig())) == set(FisherConfig.model_fields) - {"damping"}
+    assert fisher_identity({"estimator": "true"}) == fisher_identity(FisherConfig(estimator="true"))
+    newer = {"estimator": "true", "sample_seed": 0, "label_samples": 4}  # a field this version lacks
+    assert fisher_identity(newer) != fisher_identity(FisherConfig(estimator="true"))
 
 
 def test_projection_matrices_must_be_the_specs(tmp_path):

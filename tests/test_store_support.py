@@ -77,6 +77,24 @@ def _stage(args: dict) -> None:
         print(store.commit_staged(), flush=True)
 
 
+def _create(args: dict) -> None:
+    GradientStore.create(args["url"], SPEC, MODEL, chunk_rows=args.get("chunk_rows", 16))
+    print("created", flush=True)
+
+
+def _derive(args: dict) -> None:
+    """What refresh-fisher does for rows added under the latest snapshot: normalise them, save."""
+    from scoring.normalization import normalize_rows, stored_normalization
+
+    store = GradientStore.open(args["url"])
+    latest = store.load_snapshot()
+    covered = latest.self_influence_rows or 0
+    fresh = normalize_rows(store, latest.fisher, covered)
+    normalization = stored_normalization(store, latest.version) + fresh if covered else fresh
+    store.save_self_influence(latest.version, normalization.self_influence, normalization.provider_sums)
+    print(f"derived {store.n_rows}", flush=True)
+
+
 def _hold_lock(args: dict) -> None:
     location = StoreLocation(args["url"])
     with committer_lock(location.lock_path, location.url, timeout=10):
@@ -84,7 +102,7 @@ def _hold_lock(args: dict) -> None:
         time.sleep(args["seconds"])
 
 
-ACTIONS = {"commit": _commit, "stage": _stage, "hold_lock": _hold_lock}
+ACTIONS = {"commit": _commit, "stage": _stage, "create": _create, "derive": _derive, "hold_lock": _hold_lock}
 
 if __name__ == "__main__":
     ACTIONS[sys.argv[1]](json.loads(sys.argv[2]))

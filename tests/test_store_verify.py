@@ -7,7 +7,9 @@ import shutil
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from storage import GradientStore, StoreError, format_info, store_info, verify_store
 from tests.test_store_support import MODEL, SPEC, make_shard
@@ -54,18 +56,63 @@ def test_verify_catches_a_lost_chunk_that_would_read_as_zeros(tmp_path):
     store = build(str(url))
     (url / "rows" / "c" / "3" / "0").unlink()  # rows [48, 64): the second shard's
     problems = verify_store(str(url))
-    assert problems[0] == f"shard {store.manifest[1].shard_hash}: rows [40, 80) do not match their checksum"
-    assert all(store.manifest[1].shard_hash in p for p in problems)  # and its provider sums no longer add up
+    assert problems == [f"shard {store.manifest[1].shard_hash}: rows [40, 80) do not match their checksum"]
 
 
-def test_verify_catches_damaged_metadata_and_missing_aggregates(tmp_path):
+def test_verify_catches_damaged_metadata_and_missing_totals(tmp_path):
     url = tmp_path / "s.zarr"
     store = build(str(url))
     flip_bytes(url / "meta" / "provider" / "c" / "0")
-    shutil.rmtree(url / "shards" / store.manifest[1].shard_hash)
+    (url / "totals" / store.committed.totals.group / "fisher" / "c" / "0").unlink()
     problems = verify_store(str(url))
     assert any("metadata chunk 0" in p and store.manifest[0].shard_hash in p for p in problems)
-    assert any("aggregates are missing" in p and store.manifest[1].shard_hash in p for p in problems)
+    assert any("totals t000000002 are missing or unreadable" in p and "checksum" in p for p in problems)
+    with pytest.raises(StoreError, match="checksum"):
+        store.fisher_partial()  # a lost chunk would read as zeros: refused, not summed
+
+
+@pytest.mark.parametrize("column", ["example_id", "shard", "provider"])
+def test_a_lost_metadata_chunk_is_refused_on_read_not_only_by_verify(tmp_path, column):
+    url = tmp_path / "s.zarr"
+    store = build(str(url))
+    (url / "meta" / column / "c" / "3").unlink()  # rows [48, 64): the second shard's; reads as ""
+    problems = verify_store(str(url))
+    assert problems[0] == (f"shard {store.manifest[1].shard_hash}: metadata of rows [40, 80) does not match "
+                           f"its checksum ({column})")
+    reader = GradientStore.open(str(url), read_only=True)
+    with pytest.raises(StoreError, match=f"the {column} metadata of shard {store.manifest[1].shard_hash}"):
+        reader.read_metadata()
+    if column == "provider":
+        with pytest.raises(StoreError, match="run `dataworth store verify`"):
+            reader.provider_codes()
+    assert reader.read_metadata(0, 40).example_ids[0] == "s0-ex0"  # the intact shard still reads
+
+
+def test_verify_checks_the_latest_snapshots_derived_arrays_against_the_rows(tmp_path):
+    url = tmp_path / "s.zarr"
+    store = build(str(url))
+    snapshot = store.load_snapshot()
+    values = snapshot.fisher.self_influence(torch.from_numpy(store.read_rows())).numpy()
+    providers = np.asarray(store.read_metadata().providers)
+    normalised = store.read_rows().astype(np.float64) / np.sqrt(values)[:, None]
+    sums = {p: normalised[providers == p].sum(axis=0) for p in np.unique(providers)}
+    store.save_self_influence(snapshot.version, values, sums)
+    assert verify_store(str(url)) == []
+
+    wrong = dict(sums, alice=sums["alice"] * 1.5)  # consistent checksum, wrong content
+    store.save_self_influence(snapshot.version, values, wrong)
+    assert verify_store(str(url)) == [f"Fisher snapshot {snapshot.version}: normalised sums: provider 'alice'"
+                                      "'s sum does not match its rows"]
+    store.save_self_influence(snapshot.version, values * 2, sums)
+    assert any("self-influence differs from the rows'" in p for p in verify_store(str(url)))
+
+    store.save_self_influence(snapshot.version, values, sums)
+    derived = store.snapshot_attrs(snapshot.version)["derived"]["group"]
+    flip_bytes(url / "snapshots" / "v000001" / "derived" / derived / "self_influence" / "c" / "0")
+    problems = verify_store(str(url))
+    assert len(problems) == 1 and "Fisher snapshot 1 is unreadable" in problems[0]
+    with pytest.raises(StoreError):
+        store.provider_normalized_sums()
 
 
 def test_verify_catches_a_manifest_that_overclaims_rows(tmp_path):
