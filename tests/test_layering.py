@@ -103,8 +103,6 @@ def _cycles() -> list[list[str]]:
     return groups
 
 
-@pytest.mark.xfail(strict=True, reason="storage.staging <-> storage.store (issue 11): the storage rewrite removes it; "
-                   "drop this mark then")
 def test_no_import_cycles():
     cycles = _cycles()
     assert not cycles, f"modules importing each other in a circle: {cycles}"
