@@ -20,6 +20,7 @@ examples:
   dataworth stability --seeds 0 1 2          # how much credit depends on the projection seed
   dataworth store info                       # rows, providers, shards, snapshots
   dataworth store verify                     # manifest vs rows vs checksums (exit 1 on damage)
+  dataworth store migrate --store URL        # upgrade a store written by an older version
   dataworth report diff .dataworth/reports/A .dataworth/reports/B
   dataworth eval --task classification --check all   # counterfactual accuracy (LDS, brittleness, LOPO)
 """
@@ -67,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(stability)
     stability.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="projection seeds (default: 0 1 2)")
 
-    store = commands.add_parser("store", help="inspect the gradient store")
-    store.add_argument("action", choices=["info", "verify"])
+    store = commands.add_parser("store", help="inspect the gradient store, or upgrade an older one")
+    store.add_argument("action", choices=["info", "verify", "migrate"])
     _workspace_args(store)
     store.add_argument("--store", help="store URL (default: the workspace's store.zarr)")
     store.add_argument("--json", action="store_true", help="machine-readable output")
@@ -132,18 +133,22 @@ def _stability(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> int:
-    from storage import StoreNotFoundError
+    from storage import StoreError
     from storage.inspect import format_info, store_info, verify_store
+    from storage.migrate import migrate_store
     from tasks.params import Workspace
 
     url = args.store or Workspace(root=args.workspace).store_url
     try:
+        if args.action == "migrate":
+            print("\n".join(migrate_store(url)))
+            return 0
         if args.action == "info":
             info = store_info(url)
             print(json.dumps(info, indent=2, default=str) if args.json else format_info(info))
             return 0
         problems = verify_store(url)
-    except StoreNotFoundError as err:  # a typo in --workspace deserves one line, not a traceback
+    except StoreError as err:  # a typo in --workspace or an old store deserves one line, not a traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:

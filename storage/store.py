@@ -98,7 +98,7 @@ def read_attributes(root: zarr.Group, url: str) -> StoreAttributes:
     if version < SCHEMA_VERSION:
         raise StoreFormatError(
             f"{url} has store schema {version} (a Fisher partial per shard); this code reads schema "
-            f"{SCHEMA_VERSION}: run `dataworth store migrate {url}` (keeps every row)"
+            f"{SCHEMA_VERSION}: run `dataworth store migrate --store {url}` (keeps every row)"
         )
     return StoreAttributes(**raw)
 

@@ -44,8 +44,19 @@ def legacy_partials(url: str) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
 
 
 def test_a_schema_1_store_is_refused_naming_the_migration(legacy):
-    with pytest.raises(StoreFormatError, match=f"run `dataworth store migrate {legacy}`"):
+    with pytest.raises(StoreFormatError, match=f"run `dataworth store migrate --store {legacy}`"):
         GradientStore.open(legacy)
+    assert "schema 1" in verify_store(legacy)[0]
+
+
+def test_the_cli_migrates_a_store(legacy, capsys):
+    from flows.cli import main
+
+    assert main(["store", "info", "--store", legacy]) == 2
+    assert "dataworth store migrate --store" in capsys.readouterr().err
+    assert main(["store", "migrate", "--store", legacy]) == 0
+    assert "schema 1 -> 2" in capsys.readouterr().out
+    assert main(["store", "verify", "--store", legacy]) == 0
 
 
 def test_migration_sums_the_per_shard_partials_and_keeps_every_row(legacy):
