@@ -11,8 +11,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 InitMethod = Literal["random", "pca"]
-FisherEstimator = Literal["empirical", "true"]
+FisherEstimator = Literal["empirical", "true", "exact"]
 InfluenceMode = Literal["dot", "cosine", "relatif"]
+# The mode reports use unless told otherwise (docs/evaluation.md: the one whose provider sums
+# estimate the effect of removing the provider, and the best on the real tasks).
+DEFAULT_MODE: InfluenceMode = "dot"
 
 
 class ProjectionConfig(BaseModel):
@@ -53,7 +56,12 @@ class FisherConfig(BaseModel):
 
     estimator: FisherEstimator = Field(
         default="empirical",
-        description="empirical: gradients of the training loss; true: labels sampled from the model",
+        description="empirical: gradients of the training loss; true: labels sampled from the model; "
+        "exact: the expectation over every class (classifiers only: one backward pass per class)",
+    )
+    samples: int = Field(
+        default=1, ge=1, le=64,
+        description="true: labels drawn per example (per token for language models), one backward pass each",
     )
     damping: float = Field(default=0.1, ge=0.0, description="alpha in lambda = alpha * mean eigenvalue")
     sample_seed: int = Field(default=0, description="seed of the sampled labels (true Fisher)")

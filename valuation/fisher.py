@@ -29,11 +29,15 @@ class FisherPartial:
         return cls(layout, sums, 0)
 
     def update(self, rows: torch.Tensor) -> FisherPartial:
+        """Add examples x K rows, or examples x draws x K (an example's draws are summed, and it
+        counts once: the weights of its draws are already in the rows)."""
         rows = rows.detach().to(device="cpu", dtype=torch.float64)
+        examples = rows.shape[0]
+        rows = rows.reshape(-1, rows.shape[-1])
         for spec, cols in self.layout.slices():
             block = rows[:, cols]
             self.sums[spec.name] += block.T @ block
-        self.count += rows.shape[0]
+        self.count += examples
         return self
 
     def __add__(self, other: FisherPartial) -> FisherPartial:

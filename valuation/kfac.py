@@ -12,8 +12,9 @@ from functools import partial
 import torch
 from torch import nn
 
+from .config import FisherConfig
 from .layers import tracked_class
-from .objectives import Batch, Objective, example_generator
+from .objectives import Batch, Objective, fisher_losses
 
 
 def kfac_covariances(
@@ -21,13 +22,13 @@ def kfac_covariances(
     targets: Mapping[str, nn.Module],
     batches: Iterable[Batch],
     objective: Objective,
-    sampled_labels_seed: int | None = None,
+    fisher: FisherConfig | None = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(A, S) per module in float64, averaged over unmasked tokens.
 
     A is d_in x d_in, or its diagonal (a vector) where it is diagonal by construction (an
-    embedding's one-hot inputs). With `sampled_labels_seed`, S uses labels drawn from the model
-    (true Fisher), else the data's.
+    embedding's one-hot inputs). S uses the labels of `fisher`'s estimator (sampled from the
+    model, or every class; the data's when None or empirical).
     """
     kinds = {n: tracked_class(m) for n, m in targets.items()}
     dims = {n: kinds[n].dims(m) for n, m in targets.items()}
@@ -65,13 +66,13 @@ def kfac_covariances(
             mask = objective.attention_mask(batch)
             state["mask"] = mask
             outputs = objective.forward(model, batch)
-            if sampled_labels_seed is None:
-                losses = objective.losses(outputs, batch)
+            if fisher is None or fisher.estimator == "empirical":
+                torch.autograd.grad(objective.losses(outputs, batch).sum(), weights, allow_unused=True)
             else:
                 ids = batch.get("example_ids") or [str(i) for i in range(outputs.shape[0])]
-                gens = [example_generator(sampled_labels_seed, i, outputs.device) for i in ids]
-                losses = objective.sampled_losses(outputs, batch, gens)
-            torch.autograd.grad(losses.sum(), weights, allow_unused=True)
+                draws = fisher_losses(objective, outputs, batch, fisher, ids)
+                for i, draw in enumerate(draws):  # each draw's output gradients add to S
+                    torch.autograd.grad(draw.sum(), weights, retain_graph=i < len(draws) - 1, allow_unused=True)
             tokens += int(mask.sum()) if mask is not None else outputs.shape[0]
     finally:
         for h in handles:

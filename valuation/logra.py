@@ -28,7 +28,7 @@ from .errors import BatchMeanLossWarning
 from .kfac import kfac_covariances
 from .layers import inject_adapters, remove_adapters, tracked_class
 from .layout import GradientLayout, ModuleSpec
-from .objectives import Batch, CausalLMObjective, Objective, example_generator
+from .objectives import Batch, CausalLMObjective, Objective, fisher_losses
 from .projection import pca_projection, random_projection
 from .recorder import GradientRecorder, RecordedRows
 from .spec import ProjectionSpec, matrices_digest
@@ -42,7 +42,9 @@ class LoggedBatch:
     """Projected gradients of one batch (float32 unless the model is float64)."""
 
     rows: torch.Tensor  # batch x K, gradients of the training loss: what the store keeps
-    fisher_rows: torch.Tensor  # batch x K, what the Fisher sums: rows, or sampled-label gradients
+    # What the Fisher sums: `rows` (empirical), batch x K for one sampled label, or batch x draws x K
+    # (several samples, or every class weighted by sqrt(p) for the exact estimator).
+    fisher_rows: torch.Tensor
     losses: torch.Tensor  # batch, per-example summed loss
     ids: list[str] | None = None  # example ids, in row order (None when the batch named none)
     n_tokens: torch.Tensor | None = None  # batch, tokens each loss is summed over
@@ -95,13 +97,11 @@ def pca_projections(
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(P_in, P_out) per tracked module: top eigenvectors of its KFAC factors, from one data pass.
 
-    With the true-Fisher estimator the output-gradient factor uses sampled labels too.
+    The output-gradient factor uses the labels of the Fisher estimator (sampled, or every class).
     """
-    fisher = fisher or FisherConfig()
     targets = select_modules(model, config)
     layout = _layout(targets, config)
-    seed = fisher.sample_seed if fisher.estimator == "true" else None
-    covs = kfac_covariances(model, targets, batches, objective or CausalLMObjective(), seed)
+    covs = kfac_covariances(model, targets, batches, objective or CausalLMObjective(), fisher)
     return {
         m.name: (pca_projection(covs[m.name][0], m.k_in), pca_projection(covs[m.name][1], m.k_out))
         for m in layout.modules
@@ -182,7 +182,8 @@ class LoGra:
         autocast_dtype: torch.dtype | None = None,
         loss_scale: float = 1.0,
     ) -> LoggedBatch:
-        """Forward once, backward once (twice for the true Fisher), return projected gradients.
+        """Forward once, backward once (plus one per label draw or class for the true or exact
+        Fisher), return projected gradients.
 
         `ids` (or else `batch["example_ids"]`), one string per example, come back with the rows,
         name examples in errors and seed the sampled labels per example. Under float16 autocast
@@ -202,17 +203,20 @@ class LoGra:
         with autocast, self.recording(objective.attention_mask(batch), ids):
             outputs = objective.forward(self.model, batch)
             losses = objective.losses(outputs, batch)
-        sampled = fisher.estimator == "true"
-        torch.autograd.grad(losses.sum() * loss_scale, self.bottlenecks, retain_graph=sampled, allow_unused=True)
+        drawn = fisher.estimator != "empirical"
+        torch.autograd.grad(losses.sum() * loss_scale, self.bottlenecks, retain_graph=drawn, allow_unused=True)
         rows = self.pop_rows().rows / loss_scale
         fisher_rows = rows
-        if sampled:
+        if drawn:
             names = ids or [str(i) for i in range(outputs.shape[0])]
-            gens = [example_generator(fisher.sample_seed, n, outputs.device) for n in names]
             with autocast:
-                sampled_losses = objective.sampled_losses(outputs, batch, gens)
-            torch.autograd.grad(sampled_losses.sum() * loss_scale, self.bottlenecks, allow_unused=True)
-            fisher_rows = self.pop_rows().rows / loss_scale
+                draws = fisher_losses(objective, outputs, batch, fisher, names)
+            parts = []
+            for i, draw in enumerate(draws):
+                last = i == len(draws) - 1
+                torch.autograd.grad(draw.sum() * loss_scale, self.bottlenecks, retain_graph=not last, allow_unused=True)
+                parts.append(self.pop_rows().rows / loss_scale)
+            fisher_rows = parts[0] if len(parts) == 1 else torch.stack(parts, dim=1)
         count_tokens = getattr(objective, "loss_tokens", None)  # objectives written before it may lack it
         n_tokens = count_tokens(batch) if count_tokens is not None else None
         return LoggedBatch(rows, fisher_rows, losses.detach(), ids, n_tokens)

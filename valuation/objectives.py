@@ -3,18 +3,22 @@
 An objective turns a batch into model outputs, then into one loss per example, summed over the
 example's tokens (never averaged over the batch: a mean would tie each example's gradient to the
 batch it happens to sit in). `sampled_losses` draws labels from the model's own predictive
-distribution, which gives the true Fisher instead of the empirical one.
+distribution, which gives the true Fisher instead of the empirical one; `fisher_losses` turns an
+estimator into the losses whose gradients the Fisher sums.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .config import FisherConfig
 
 IGNORE_INDEX = -100
 Batch = Mapping[str, torch.Tensor]
@@ -103,3 +107,35 @@ class ClassificationObjective:
 
     def loss_tokens(self, batch: Batch) -> torch.Tensor:
         return torch.ones(len(batch["labels"]), dtype=torch.long)
+
+    def class_losses(self, outputs: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss of every class as the label, its probability under the model), both batch x C."""
+        log_probs = outputs.to(torch.promote_types(outputs.dtype, torch.float32)).log_softmax(-1)
+        return -log_probs, log_probs.detach().exp()
+
+
+def fisher_losses(
+    objective: Objective, outputs: torch.Tensor, batch: Batch, fisher: FisherConfig, example_ids: Sequence[str]
+) -> list[torch.Tensor]:
+    """Per-example losses, one vector per draw, whose gradients g_d give the example's Fisher term
+    as sum_d g_d g_d^T (the weights are folded into the losses).
+
+    true: `fisher.samples` label draws from the model, each weighted 1/sqrt(S), from generators
+    tied to each example id (so batching does not change the draws). exact: every class c
+    weighted sqrt(p_c), i.e. E_{y~p}[g_y g_y^T] without sampling noise; on a well-fit classifier
+    one sampled label is almost always the data label, and the rare other draw dominates the sum.
+    """
+    if fisher.estimator == "true":
+        gens = [example_generator(fisher.sample_seed, n, outputs.device) for n in example_ids]
+        scale = 1.0 / math.sqrt(fisher.samples)
+        return [objective.sampled_losses(outputs, batch, gens) * scale for _ in range(fisher.samples)]
+    if fisher.estimator == "exact":
+        class_losses = getattr(objective, "class_losses", None)
+        if class_losses is None:
+            raise ValueError(
+                f"the exact Fisher needs an objective with a class_losses method (classifiers); "
+                f"{type(objective).__name__} has none: use estimator='true' with samples"
+            )
+        losses, probs = class_losses(outputs, batch)
+        return [losses[:, c] * probs[:, c].sqrt() for c in range(losses.shape[1])]
+    raise ValueError(f"estimator {fisher.estimator!r} draws no labels: the Fisher uses the data's own gradients")

@@ -1,0 +1,73 @@
+"""The Fisher estimators against brute force: the exact expectation over classes, several
+sampled labels, and what the estimators refuse."""
+
+import pytest
+import torch
+from torch import nn
+
+from valuation import ClassificationObjective, FisherConfig, FisherPartial, LoGra, ProjectionConfig
+from valuation.objectives import CausalLMObjective
+
+from .models import lm_batch, tiny_gpt2
+
+
+def classifier_and_batch(classes: int = 3):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, classes)).double()
+    x = torch.randn(6, 5, dtype=torch.float64)
+    y = torch.randint(0, classes, (6,))
+    return model, {"inputs": x, "labels": y, "example_ids": [f"e{i}" for i in range(6)]}
+
+
+def projected(grad: torch.Tensor, p_in: torch.Tensor, p_out: torch.Tensor) -> torch.Tensor:
+    return (p_out.double() @ grad @ p_in.double().T).flatten()
+
+
+def test_exact_fisher_is_the_expectation_over_classes():
+    model, batch = classifier_and_batch()
+    logra = LoGra(model, ProjectionConfig(rank_in=3, rank_out=2))
+    logged = logra.log_batch(batch, ClassificationObjective(), fisher=FisherConfig(estimator="exact"))
+    projections = logra.projections()
+    layers = {"0": model[0], "2": model[2]}
+    logra.remove()
+    assert logged.fisher_rows.shape == (6, 3, logra.layout.total)
+
+    brute = torch.zeros(logra.layout.total, logra.layout.total, dtype=torch.float64)
+    for i in range(6):
+        log_p = model(batch["inputs"][i : i + 1])[0].log_softmax(-1)
+        for c in range(3):
+            grads = torch.autograd.grad(-log_p[c], [layers[n].weight for n in layers], retain_graph=True)
+            row = torch.cat([projected(g, *projections[n]) for n, g in zip(layers, grads)])
+            brute += log_p[c].exp().item() * torch.outer(row, row)
+    partial = FisherPartial.zeros(logra.layout).update(logged.fisher_rows)
+    assert partial.count == 6
+    got = torch.block_diag(*[partial.sums[m.name] for m in logra.layout.modules])
+    offsets = logra.layout.offsets
+    mask = torch.zeros_like(brute, dtype=torch.bool)  # the Fisher is block-diagonal per module
+    for start, stop in offsets.values():
+        mask[start:stop, start:stop] = True
+    torch.testing.assert_close(got, torch.where(mask, brute, 0.0), rtol=1e-10, atol=1e-12)
+
+
+def test_several_sampled_labels_average_reproducibly_and_count_examples_once():
+    model = tiny_gpt2(dtype=torch.float32)
+    batch = lm_batch([12, 7, 4])
+    logra = LoGra(model, ProjectionConfig(rank_in=4, rank_out=4))
+    four = FisherConfig(estimator="true", samples=4, sample_seed=3)
+    first = logra.log_batch(batch, fisher=four)
+    again = logra.log_batch(batch, fisher=four)
+    one = logra.log_batch(batch, fisher=FisherConfig(estimator="true", sample_seed=3))
+    logra.remove()
+    assert first.fisher_rows.shape == (3, 4, logra.layout.total)
+    assert torch.equal(first.fisher_rows, again.fisher_rows)
+    # The first draw is the one-sample draw, weighted 1/sqrt(4).
+    torch.testing.assert_close(first.fisher_rows[:, 0] * 2, one.fisher_rows, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(first.fisher_rows[:, 0], first.fisher_rows[:, 1])
+    assert FisherPartial.zeros(logra.layout).update(first.fisher_rows).count == 3
+
+
+def test_exact_fisher_needs_a_classifier():
+    logra = LoGra(tiny_gpt2(), ProjectionConfig(rank_in=2, rank_out=2))
+    with pytest.raises(ValueError, match="exact Fisher needs an objective with a class_losses"):
+        logra.log_batch(lm_batch([5, 4]), CausalLMObjective(), fisher=FisherConfig(estimator="exact"))
+    logra.remove()
