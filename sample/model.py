@@ -14,6 +14,7 @@ import math
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,13 +167,19 @@ def build_gpt2(
 
 def fit_gpt2(
     model: GPT2LMHeadModel, encoded: list[EncodedExample], pad_id: int, config: SampleModelConfig, seed: int,
-    progress: str | None = None,
+    progress: str | None = None, keep: Sequence[bool] | None = None,
 ) -> GPT2LMHeadModel:
-    """`config.train_steps` AdamW steps over `encoded` in seeded epochs; returns the model in eval mode."""
+    """`config.train_steps` AdamW steps over `encoded` in seeded epochs; returns the model in eval mode.
+
+    `keep` (one flag per example) masks examples out of every batch while the batches, steps and
+    schedule stay those of the whole list: a counterfactual retrain that differs from the full
+    one only by the masked examples' terms in each step's loss.
+    """
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
     objective = CausalLMObjective()
     order = torch.Generator().manual_seed(seed)
+    weights = torch.ones(len(encoded)) if keep is None else torch.as_tensor(list(keep), dtype=torch.float32)
     queue: list[int] = []
     bar = tqdm(range(config.train_steps), desc=progress, unit="step", leave=False, disable=progress is None)
     for _ in bar:
@@ -180,8 +187,10 @@ def fit_gpt2(
             queue += torch.randperm(len(encoded), generator=order).tolist()
         picked, queue = queue[: config.batch_size], queue[config.batch_size :]
         batch = collate([encoded[i] for i in picked], pad_id)
-        # Summed over each example's tokens (the loss LoGra differentiates), averaged over the batch.
-        loss = objective.losses(objective.forward(model, batch), batch).mean()
+        # Summed over each example's tokens (the loss LoGra differentiates), averaged over the batch
+        # (over its nominal size, so a masked example's absence changes no other example's weight).
+        losses = objective.losses(objective.forward(model, batch), batch)
+        loss = (losses * weights[picked].to(losses.dtype)).sum() / config.batch_size
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
