@@ -13,9 +13,10 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from valuation.config import FisherConfig
 from valuation.influence import safe_rsqrt
 from valuation.layout import GradientLayout
-from valuation.objectives import Batch, Objective
+from valuation.objectives import Batch, Objective, fisher_losses
 from valuation.projection import random_projection
 
 Blocks = dict[str, torch.Tensor]  # module name -> examples x (d_out * d_in), float64
@@ -30,57 +31,91 @@ def single_examples(batches: Iterable[Batch]) -> Iterable[Batch]:
 
 
 def per_example_gradients(
-    model: nn.Module, modules: Mapping[str, nn.Module], batches: Iterable[Batch], objective: Objective
+    model: nn.Module, modules: Mapping[str, nn.Module], batches: Iterable[Batch], objective: Objective,
+    fisher: FisherConfig | None = None,
 ) -> Blocks:
-    """Flattened weight gradient of each tracked module, per example, in example order."""
+    """Flattened weight gradient of each tracked module, per example, in example order: of the
+    data-label loss (examples x weights), or with a drawing `fisher` estimator of each of its
+    draws (examples x draws x weights, the draws' weights folded in as LoGra does)."""
     weights = [m.weight for m in modules.values()]
     was_trainable = [w.requires_grad for w in weights]
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    drawn = fisher is not None and fisher.estimator != "empirical"
     try:
         for w in weights:
             w.requires_grad_(True)
         for one in single_examples(batches):
-            loss = objective.losses(objective.forward(model, one), one).sum()
-            for name, g in zip(modules, torch.autograd.grad(loss, weights, allow_unused=True)):
-                w = modules[name].weight
-                parts[name].append(torch.zeros_like(w).flatten() if g is None else g.detach().flatten())
+            outputs = objective.forward(model, one)
+            ids = list(one.get("example_ids") or ["0"])
+            losses = fisher_losses(objective, outputs, one, fisher, ids) if drawn else [objective.losses(outputs, one)]
+            draws: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+            for i, loss in enumerate(losses):
+                grads = torch.autograd.grad(loss.sum(), weights, allow_unused=True, retain_graph=i < len(losses) - 1)
+                for name, g in zip(modules, grads):
+                    w = modules[name].weight
+                    draws[name].append(torch.zeros_like(w).flatten() if g is None else g.detach().flatten())
+            for name in modules:
+                parts[name].append(torch.stack(draws[name]) if drawn else draws[name][0])
     finally:
         for w, trainable in zip(weights, was_trainable):
             w.requires_grad_(trainable)
     return {name: torch.stack(rows).to(torch.float64) for name, rows in parts.items()}
 
 
-def exact_influence(train: Blocks, queries: Blocks, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_influence(
+    train: Blocks, queries: Blocks, damping: float, fisher: Blocks | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(queries x train g_q^T (F + lambda)^-1 g_n, train self-influence) with the exact damped
-    empirical Fisher of each module in its full parameter space, block-diagonal across modules.
+    Fisher of each module in its full parameter space, block-diagonal across modules.
 
-    F = G^T G / N has rank at most N, so it is solved in example space (push-through identity):
-    (F + lambda)^-1 G^T = N G^T (G G^T + N lambda)^-1. lambda = damping * mean eigenvalue of F
-    = damping * trace(F) / D, as LoGra's Fisher does in its projected space.
+    F = H^T H / N (H: the train gradients for the empirical Fisher, else the `fisher` draws of
+    every example, N x draws x D) has rank at most the number of rows of H, so it is solved in
+    that space (push-through identity); for H = G: (F + lambda)^-1 G^T = N G^T (G G^T + N lambda)^-1,
+    else (F + lambda)^-1 v = (v - H^T (H H^T + N lambda)^-1 H v) / lambda. lambda = damping *
+    mean eigenvalue of F = damping * trace(F) / D, as LoGra's Fisher does in its projected space.
     """
     if damping <= 0:
         raise ValueError("exact influence needs damping > 0: the Fisher of N < D examples is singular")
     dot, self_influence = 0.0, 0.0
     for name, g in train.items():
         n, d = g.shape
-        kernel = g @ g.T
-        lam = damping * kernel.trace() / (n * d)
-        system = kernel + n * lam * torch.eye(n, dtype=g.dtype)
-        solved = torch.linalg.solve(system, torch.cat([g @ queries[name].T, kernel], dim=1))
-        n_queries = queries[name].shape[0]
-        dot = dot + n * solved[:, :n_queries].T
-        self_influence = self_influence + n * solved[:, n_queries:].diagonal()
+        q = queries[name]
+        if fisher is None:
+            kernel = g @ g.T
+            lam = damping * kernel.trace() / (n * d)
+            system = kernel + n * lam * torch.eye(n, dtype=g.dtype)
+            solved = torch.linalg.solve(system, torch.cat([g @ q.T, kernel], dim=1))
+            dot = dot + n * solved[:, : q.shape[0]].T
+            self_influence = self_influence + n * solved[:, q.shape[0]:].diagonal()
+            continue
+        h = fisher[name].reshape(-1, d)
+        lam = damping * h.square().sum() / (n * d)
+        system = h @ h.T + n * lam * torch.eye(h.shape[0], dtype=h.dtype)
+        hq, hg = h @ q.T, h @ g.T
+        solved = torch.linalg.solve(system, torch.cat([hq, hg], dim=1))
+        dot = dot + (g @ q.T - hg.T @ solved[:, : q.shape[0]]).T / lam
+        self_influence = self_influence + (g.square().sum(dim=1) - (hg * solved[:, q.shape[0]:]).sum(dim=0)) / lam
     return dot, self_influence
 
 
-def exact_scores(train: Blocks, queries: Blocks, damping: float, mode: str) -> torch.Tensor:
-    dot, self_influence = exact_influence(train, queries, damping)
+def exact_scores(
+    train: Blocks, queries: Blocks, damping: float, mode: str, fisher: Blocks | None = None
+) -> torch.Tensor:
+    dot, self_influence = exact_influence(train, queries, damping, fisher)
     return dot if mode == "dot" else dot * safe_rsqrt(self_influence)[None, :]
 
 
-def gradient_dot(train: Blocks, queries: Blocks) -> torch.Tensor:
-    """Plain g_q . g_n over all tracked weights: no Fisher at all."""
-    return sum(queries[name] @ g.T for name, g in train.items())
+def plain_scores(train: Blocks, queries: Blocks, mode: str = "dot") -> torch.Tensor:
+    """Plain g_q . g_n over all tracked weights, no Fisher; relatif divides by |g_n|, cosine by
+    |g_q| too."""
+    dot = sum(queries[name] @ g.T for name, g in train.items())
+    if mode == "dot":
+        return dot
+    train_norm = sum(g.square().sum(dim=1) for g in train.values())
+    scores = dot * safe_rsqrt(train_norm)[None, :]
+    if mode == "cosine":
+        scores = scores * safe_rsqrt(sum(q.square().sum(dim=1) for q in queries.values()))[:, None]
+    return scores
 
 
 class DenseProjection:

@@ -23,12 +23,14 @@ from valuation.layout import GradientLayout
 from valuation.logra import LoGra
 from valuation.targets import select_modules
 
-from .gradients import Blocks, DenseProjection, exact_scores, gradient_dot, per_example_gradients
+from .gradients import Blocks, DenseProjection, exact_scores, per_example_gradients, plain_scores
+from .peers import PeerUnavailableError, bm25_scores, ekfac_scores, tfidf_scores
 from .tasks.base import Task
 
-Gradients = Literal["logra", "dense", "full"]
-FisherChoice = Literal["empirical", "true", "none"]
-Mode = Literal["dot", "relatif"]
+Gradients = Literal["logra", "dense", "full", "ekfac", "tfidf", "bm25"]
+FisherChoice = Literal["empirical", "true", "exact", "none"]
+Mode = Literal["dot", "relatif", "cosine"]
+PEERS = ("ekfac", "tfidf", "bm25")  # scored by their own code: rank, Fisher, damping and mode do not apply
 
 
 class Method(BaseModel):
@@ -39,32 +41,42 @@ class Method(BaseModel):
     init: InitMethod = "random"
     seeds: tuple[int, ...] = Field(default=(0,), min_length=1, description="projection seeds; >1: an ensemble")
     fisher: FisherChoice = "empirical"
+    samples: int = Field(default=1, ge=1, description="sampled labels per example (fisher='true')")
     damping: float = Field(default=0.1, ge=0)
     mode: Mode = "relatif"
 
     @model_validator(mode="after")
     def _meaningful(self) -> Method:
-        if self.fisher == "none" and (self.gradients != "full" or self.mode != "dot"):
-            raise ValueError("without a Fisher only the plain gradient dot product is defined (full, dot)")
-        if self.fisher == "true" and self.gradients != "logra":
-            raise ValueError("the sampled-label Fisher is evaluated for LoGra only")
+        if self.gradients in PEERS:
+            return self
+        if self.fisher == "none" and self.gradients != "full":
+            raise ValueError("without a Fisher only plain gradient products are defined (full gradients)")
         if self.init == "pca" and (self.gradients != "logra" or len(self.seeds) > 1):
             raise ValueError("PCA init is deterministic and LoGra-only: one seed, logra gradients")
-        if self.gradients == "full" and self.fisher == "empirical" and self.damping <= 0:
-            raise ValueError("exact influence needs damping > 0")
+        if self.gradients == "full" and self.fisher != "none" and (self.damping <= 0 or self.mode == "cosine"):
+            raise ValueError("exact influence needs damping > 0 and is scored by dot or relatif")
+        if self.samples > 1 and self.fisher != "true":
+            raise ValueError("samples apply to the sampled-label Fisher (fisher='true') only")
         return self
 
     @property
     def name(self) -> str:
+        if self.gradients in PEERS:
+            return self.gradients
         if self.fisher == "none":
-            return "grad-dot"
+            return f"grad-{self.mode}"
         tail = f"a{self.damping:g}-{self.mode}"
+        fisher = {"empirical": "", "true": "-true", "exact": "-exact"}[self.fisher]
+        fisher += str(self.samples) if self.samples > 1 else ""
         if self.gradients == "full":
-            return f"exact-{tail}"
+            return f"exact{fisher}-{tail}"
         seeds = f"x{len(self.seeds)}" if len(self.seeds) > 1 else ""
-        fisher = "-true" if self.fisher == "true" else ""
         head = "logra-" + self.init if self.gradients == "logra" else "dense"
         return f"{head}-r{self.rank}{seeds}{fisher}-{tail}"
+
+    @property
+    def fisher_config(self) -> FisherConfig:
+        return FisherConfig(estimator="empirical" if self.fisher == "none" else self.fisher, samples=self.samples)
 
 
 @dataclass
@@ -86,17 +98,32 @@ class Scorer:
         # and keeping every (rows, alpha) snapshot of a large grid would hold gigabytes.
         self._snapshot: tuple[tuple, FisherSnapshot] | None = None
         self._full: tuple[Blocks, Blocks] | None = None
+        self._full_fisher: dict[str, Blocks] = {}  # the last estimator's only: they are large
 
     def scores(self, method: Method) -> np.ndarray:
+        """Raises PeerUnavailableError when a peer cannot run here (a missing extra, no texts)."""
+        if method.gradients in PEERS:
+            return self._peer(method.gradients)
         if method.gradients == "full":
             train, queries = self.full_gradients()
             if method.fisher == "none":
-                return gradient_dot(train, queries).numpy()
-            return exact_scores(train, queries, method.damping, method.mode).numpy()
+                return plain_scores(train, queries, method.mode).numpy()
+            fisher = None if method.fisher == "empirical" else self.full_fisher_gradients(method.fisher_config)
+            return exact_scores(train, queries, method.damping, method.mode, fisher).numpy()
         return torch.stack([self._seed_scores(method, seed) for seed in method.seeds]).mean(dim=0).numpy()
 
+    def _peer(self, name: str) -> np.ndarray:
+        task = self.task
+        if name == "ekfac":
+            modules = list(select_modules(task.model, task.projection))
+            return ekfac_scores(task.model, task.objective, modules, task.train_batches, task.query_batches)
+        if task.train_texts is None or task.query_texts is None:
+            raise PeerUnavailableError(f"task {task.name} has no texts for {name}")
+        lexical = tfidf_scores if name == "tfidf" else bm25_scores
+        return lexical(task.train_texts, task.query_texts)
+
     def _seed_scores(self, method: Method, seed: int) -> torch.Tensor:
-        key = (method.gradients, method.rank, method.init, seed, method.fisher)
+        key = (method.gradients, method.rank, method.init, seed, method.fisher, method.samples)
         if key not in self._logged:
             self._logged[key] = self._log(method, seed) if method.gradients == "logra" else self._dense(method, seed)
         rows = self._logged[key]
@@ -114,7 +141,7 @@ class Scorer:
 
     def _log(self, method: Method, seed: int) -> LoggedRows:
         task, config = self.task, self._projection(method, seed)
-        fisher = FisherConfig(estimator=method.fisher)
+        fisher = method.fisher_config
         if method.init == "pca":
             logra = LoGra.with_pca(task.model, config, task.train_batches, task.objective, fisher)
         else:
@@ -137,14 +164,30 @@ class Scorer:
         train, queries = self.full_gradients()
         project = DenseProjection.for_blocks(train, layout, seed)
         rows = project(train)
-        return LoggedRows(layout, rows, rows, project(queries))
+        fisher = rows
+        if method.fisher != "empirical":
+            draws = self.full_fisher_gradients(method.fisher_config)
+            n, k = rows.shape[0], rows.shape[1]
+            fisher = project({name: g.reshape(-1, g.shape[-1]) for name, g in draws.items()}).reshape(n, -1, k)
+        return LoggedRows(layout, rows, fisher, project(queries))
+
+    def _modules(self):
+        return select_modules(self.task.model, self.task.projection)
 
     def full_gradients(self) -> tuple[Blocks, Blocks]:
         if self._full is None:
             task = self.task
-            modules = select_modules(task.model, task.projection)
             self._full = (
-                per_example_gradients(task.model, modules, task.train_batches, task.objective),
-                per_example_gradients(task.model, modules, task.query_batches, task.objective),
+                per_example_gradients(task.model, self._modules(), task.train_batches, task.objective),
+                per_example_gradients(task.model, self._modules(), task.query_batches, task.objective),
             )
         return self._full
+
+    def full_fisher_gradients(self, fisher: FisherConfig) -> Blocks:
+        """Full per-example gradients of the estimator's label draws (examples x draws x weights)."""
+        key = fisher.model_dump_json()
+        if key not in self._full_fisher:
+            task = self.task
+            self._full_fisher = {key: per_example_gradients(task.model, self._modules(), task.train_batches,
+                                                            task.objective, fisher)}
+        return self._full_fisher[key]

@@ -20,25 +20,38 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def _interval(stats: dict) -> str:
+    if not stats or "ci_low" not in stats:
+        return _num(stats.get("spearman"), stats.get("stderr")) if stats else "—"
+    return f"{_num(stats['spearman'])} [{_num(stats['ci_low'])}, {_num(stats['ci_high'])}]"
+
+
+CEILING = "noise ceiling (one retrain seed vs the others)"
+
+
 def headline_table(results: dict, names: Sequence[str]) -> str:
     lds = results.get("lds", {}).get("methods", {})
-    lopo = results.get("lopo", {}).get("methods", {})
+    lopo = dict(results.get("lopo", {}).get("methods", {}))
     brittle = results.get("brittleness", {}).get("methods", {})
+    ceiling = results.get("lopo", {}).get("noise_ceiling")
+    if ceiling:
+        lopo[CEILING] = ceiling
     rows = []
-    for name in [*names, RANDOM] if brittle else names:
+    shown = [*([CEILING] if ceiling else []), *names, *([RANDOM] if brittle else [])]
+    for name in shown:
         d, o, b = lds.get(name, {}), lopo.get(name, {}), brittle.get(name, {})
         if not (d or o or b):
             continue
         rows.append([
-            f"`{name}`",
+            name if name == CEILING else f"`{name}`",
             _num(d.get("lds"), d.get("stderr")),
-            _num(o.get("spearman"), o.get("stderr")),
+            _interval(o),
             _num(o.get("spearman_pooled")),
             _num(o.get("top1"), digits=2),
             _num(b.get("loss_rise"), b.get("stderr")),
             _num(b.get("beats_random"), digits=2),
         ])
-    header = ["method", "LDS", "LOPO ρ per query", "LOPO ρ pooled", "LOPO top-1", "brittleness: loss rise",
+    header = ["method", "LDS", "LOPO ρ per query [95% CI]", "LOPO ρ pooled", "LOPO top-1", "brittleness: loss rise",
               "beats random"]
     return _table(header, rows)
 
@@ -55,7 +68,7 @@ def grid_table(results: dict, check: str, field: str) -> str:
     order: dict[str, tuple] = {}
     for name, stats in results.get(check, {}).get("methods", {}).items():
         method = results["methods"][name]
-        if method["fisher"] == "none":
+        if method["fisher"] == "none" or method["gradients"] in ("ekfac", "tfidf", "bm25"):
             continue
         variant = name.replace(f"-a{method['damping']:g}-", "-")
         cells.setdefault(variant, {})[method["damping"]] = _num(stats[field])
@@ -86,7 +99,14 @@ def render_markdown(results: dict) -> str:
                     f"{run['total_s']:.0f} s")
     parts.append("\n".join(f"- {s}" for s in settings))
     parts.append(headline_table(results, names))
+    for name, reason in results.get("skipped", {}).items():
+        parts.append(f"**`{name}` was not run: {reason}.**")
+    if "stability" in results:
+        st = results["stability"]
+        parts.append(f"Seed stability of `{st['method']}`: mean Spearman of the query x provider credit between "
+                     f"projection seeds {st['seeds']}: {st['spearman_mean']:.3f} (min {st['spearman_min']:.3f}).")
     for check, field, title in (("lds", "lds", "LDS"), ("lopo", "spearman", "LOPO ρ per query")):
-        if check in results and any(results["methods"][n]["damping"] != 0.1 for n in results[check]["methods"]):
+        if check in results and any(results["methods"][n]["damping"] != 0.1 and results["methods"][n]["gradients"]
+                                    not in ("ekfac", "tfidf", "bm25") for n in results[check]["methods"]):
             parts.append(f"{title} by method and damping α:\n\n{grid_table(results, check, field)}")
     return "\n\n".join(parts) + "\n"

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
+
+from valuation.credit import credit_matrix
+from valuation.stats import spearman
 
 from .brittleness import BrittlenessConfig, run_brittleness
 from .lds import LDSConfig, run_lds
 from .lopo import LOPOConfig, run_lopo
 from .methods import Method, Scorer
+from .peers import PeerUnavailableError
 from .retrain import OutcomeCache
 from .tasks.base import Task
 
@@ -35,26 +41,39 @@ def evaluate(
     cache: OutcomeCache,
     config: EvalConfig = EvalConfig(),
     brittleness_methods: Sequence[Method] = (),
+    stability: tuple[Method, Sequence[int]] | None = None,
 ) -> dict:
     """Scores of every method, then each check of `config.checks` over them.
 
     Brittleness runs on `brittleness_methods` (default: all of `methods`), since it retrains per
-    method; the other checks share their retrains across methods.
+    method; the other checks share their retrains across methods. A peer that cannot run here
+    (a missing extra) is listed under "skipped" with the reason. `stability` (a method and
+    projection seeds) adds the agreement of its provider credit across those seeds.
     """
     started = time.perf_counter()
     brittle = (list(brittleness_methods) or list(methods)) if "brittleness" in config.checks else []
     everything = {m.name: m for m in [*methods, *brittle]}
     scorer = Scorer(task)
-    scores = {name: scorer.scores(m) for name, m in tqdm(everything.items(), desc="scoring methods", leave=False)}
+    scores, skipped = {}, {}
+    for name, method in tqdm(everything.items(), desc="scoring methods", leave=False):
+        try:
+            scores[name] = scorer.scores(method)
+        except PeerUnavailableError as err:
+            skipped[name] = str(err)
+            print(f"dataworth eval: skipping {name}: {err}")
     scored_s = time.perf_counter() - started
-    listed = {m.name: scores[m.name] for m in methods}
+    listed = {m.name: scores[m.name] for m in methods if m.name in scores}
+    brittle = [m for m in brittle if m.name in scores]
     results: dict = {
         "task": task.name,
         "identity": task.identity,
         "n_train": task.n_train,
         "query_ids": task.query_ids,
-        "methods": {name: m.model_dump(mode="json") for name, m in everything.items()},
+        "methods": {name: m.model_dump(mode="json") for name, m in everything.items() if name in scores},
+        "skipped": skipped,
     }
+    if stability is not None:
+        results["stability"] = seed_stability(scorer, task.providers, *stability)
     if "lds" in config.checks:
         results["lds"] = run_lds(listed, cache, task.n_train, config.lds)
     if "lopo" in config.checks:
@@ -69,3 +88,12 @@ def evaluate(
         "retrains_reused": cache.reused,
     }
     return results
+
+
+def seed_stability(scorer: Scorer, providers: Sequence[str], method: Method, seeds: Sequence[int]) -> dict:
+    """Spearman of the query x provider credit matrix between every pair of projection seeds (the
+    measure `dataworth stability` reports on a store)."""
+    credits = {s: credit_matrix(scorer.scores(method.model_copy(update={"seeds": (s,)})), providers)[1] for s in seeds}
+    pairs = [spearman(credits[a], credits[b]) for a, b in itertools.combinations(seeds, 2)]
+    return {"method": method.name, "seeds": list(seeds), "spearman_mean": float(np.mean(pairs)),
+            "spearman_min": float(np.min(pairs)), "pairs": pairs}

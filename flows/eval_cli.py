@@ -1,8 +1,12 @@
 """`dataworth eval`: argparse glue over the evaluation package.
 
-    dataworth eval --task classification --check all --out eval-results/classification
+    dataworth eval --task austen                  # real text: Jane Austen's novels as providers
+    dataworth eval --task breast-cancer           # real classification, LDS over 100 subsets
     dataworth eval --task lm --check lds --subsets 32 --retrains 2 --out eval-results/lm
     dataworth eval --task lm --retrain-command "python train.py --indices {indices} --seed {seed} --out {output}"
+
+The real tasks need the eval extra (pip install 'dataworth[eval]') and, for austen, the Debian
+package r-cran-janeaustenr; `lm` and `classification` (self-written data) are for tests and demos.
 """
 
 from __future__ import annotations
@@ -12,15 +16,18 @@ import json
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-TASKS = ("classification", "lm")
+TASKS = ("austen", "breast-cancer", "classification", "lm")
 CHECK_CHOICES = ("lds", "brittleness", "lopo", "all")
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=TASKS, default="classification",
-                        help="ready-made task (default: %(default)s)")
-    parser.add_argument("--check", nargs="+", choices=CHECK_CHOICES, default=["all"],
-                        help="checks to run (default: all)")
+    parser.add_argument("--task", choices=TASKS, default="breast-cancer",
+                        help="ready-made task (default: %(default)s); austen and breast-cancer are real data")
+    parser.add_argument("--check", nargs="+", choices=CHECK_CHOICES,
+                        help="checks to run (default: the task's; lds and lopo on the real tasks, all on the others)")
+    parser.add_argument("--stability-seeds", type=int, metavar="N",
+                        help="also measure the seed stability of the shipped default over N projection seeds "
+                        "(default: 5 on the real tasks, 0 elsewhere)")
     parser.add_argument("--subsets", type=int, help="LDS: random half-subsets M (default: per task)")
     parser.add_argument("--retrains", type=int, help="retrains R per subset, provider and removal (default: per task)")
     parser.add_argument("--top-k", type=int, help="brittleness: examples removed per query (default: 10)")
@@ -59,7 +66,8 @@ def _eval_config(args: argparse.Namespace, defaults):
     from evaluation.runner import CHECKS, EvalConfig
 
     return EvalConfig(
-        checks=CHECKS if "all" in args.check else tuple(dict.fromkeys(args.check)),
+        checks=(defaults.checks if not args.check
+                else CHECKS if "all" in args.check else tuple(dict.fromkeys(args.check))),
         lds=_updated(defaults.lds, subsets=args.subsets, retrains=args.retrains, seed=args.seed),
         lopo=_updated(defaults.lopo, retrains=args.retrains),
         brittleness=_updated(defaults.brittleness, top_k=args.top_k, queries=args.brittleness_queries,
@@ -71,9 +79,17 @@ def run_eval(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from evaluation import CommandRetrain, OutcomeCache, evaluate
+    from evaluation.corpora import CorpusUnavailableError
     from evaluation.report import render_markdown
-    from evaluation.suite import PLANS, all_methods, brittleness_methods, headline_methods
-    from evaluation.tasks import classification_task, language_model_task
+    from evaluation.suite import (
+        PLANS,
+        STABILITY_SEEDS,
+        all_methods,
+        brittleness_methods,
+        headline_methods,
+        recommended_method,
+    )
+    from evaluation.tasks import austen_task, breast_cancer_task, classification_task, language_model_task
 
     plan = PLANS[args.task]
     try:
@@ -84,7 +100,13 @@ def run_eval(args: argparse.Namespace) -> int:
     out = args.out or Path("eval-results") / args.task
     out.mkdir(parents=True, exist_ok=True)
     print(f"building task {args.task} (training its model on all the data)...")
-    task = classification_task() if args.task == "classification" else language_model_task()
+    builders = {"austen": lambda: austen_task(cache_dir=out), "breast-cancer": breast_cancer_task,
+                "classification": classification_task, "lm": language_model_task}
+    try:
+        task = builders[args.task]()
+    except (CorpusUnavailableError, ImportError) as err:
+        print(f"dataworth eval: task {args.task} cannot run here: {err}")
+        return 2
     retrain = CommandRetrain(args.retrain_command) if args.retrain_command else task.retrain
     identity = {**task.identity, "retrain": args.retrain_command or "built-in"}
     cache = OutcomeCache(retrain, task.n_queries, identity, args.checkpoint or out / "checkpoint.json")
@@ -96,7 +118,11 @@ def run_eval(args: argparse.Namespace) -> int:
         brittle = _matching(all_methods(plan), args.brittleness_methods)
     else:  # the suite's brittleness set, narrowed by --methods (evaluate falls back to all listed)
         brittle = [m for m in brittleness_methods(plan) if m.name in listed]
-    results = evaluate(task, methods, cache, config, brittle)
+    real = args.task in ("austen", "breast-cancer")
+    seeds = STABILITY_SEEDS if args.stability_seeds is None and real else tuple(range(args.stability_seeds or 0))
+    chosen = recommended_method(plan)
+    stability = (chosen, seeds) if len(seeds) > 1 and chosen.init == "random" else None
+    results = evaluate(task, methods, cache, config, brittle, stability)
     results["headline"] = [m.name for m in headline_methods(plan) if m.name in listed]
     markdown = render_markdown(results)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))

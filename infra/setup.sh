@@ -18,6 +18,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
   quiet .venv/bin/python -m pip install -q --upgrade pip
   # constraints.txt pins torch==2.13.0 (the local CPU wheel); pyproject keeps ranges for users.
-  quiet .venv/bin/python -m pip install -q -c infra/constraints.txt -e '.[dev]'
+  quiet .venv/bin/python -m pip install -q -c infra/constraints.txt -e '.[dev,eval]'
   echo "$want" > "$stamp"
 fi

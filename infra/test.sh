@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/setup.sh
 bash infra/ensure-browser.sh  # headless Chromium for the HTML report test
+bash infra/ensure-austen.sh   # Jane Austen's novels (a Debian package) for the real-text eval smoke test
 source infra/env.sh
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

@@ -213,7 +213,12 @@ def test_method_names_and_invalid_combinations():
     assert Method(rank=8, seeds=(0, 1, 2, 3), fisher="true").name == "logra-random-r8x4-true-a0.1-relatif"
     assert Method(gradients="full", fisher="none", mode="dot").name == "grad-dot"
     assert Method(gradients="dense", damping=1, mode="dot").name == "dense-r16-a1-dot"
-    for bad in ({"fisher": "none"}, {"gradients": "dense", "fisher": "true"}, {"init": "pca", "seeds": (0, 1)}):
+    assert Method(fisher="true", samples=4, mode="dot").name == "logra-random-r16-true4-a0.1-dot"
+    assert Method(gradients="full", fisher="exact", mode="dot").name == "exact-exact-a0.1-dot"
+    assert Method(gradients="full", fisher="none", mode="cosine").name == "grad-cosine"
+    assert Method(gradients="ekfac").name == "ekfac"
+    for bad in ({"fisher": "none"}, {"samples": 4}, {"gradients": "full", "mode": "cosine"},
+                {"init": "pca", "seeds": (0, 1)}):
         with pytest.raises(ValueError):
             Method(**bad)
 

@@ -31,6 +31,9 @@ class Task:
     retrain: Retrain
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)  # tracked modules; methods set ranks
     identity: dict[str, Any] = field(default_factory=dict)  # the configuration that fixes the retrains
+    # The documents as text, for the lexical peers (TF-IDF, BM25); None where there is no text.
+    train_texts: list[str] | None = None
+    query_texts: list[str] | None = None
 
     @property
     def n_train(self) -> int:

@@ -73,22 +73,25 @@ def make_data(config: ClassificationTaskConfig):
     return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts]), providers, *queries
 
 
-def build_mlp(config: ClassificationTaskConfig, seed: int) -> nn.Module:
+def build_mlp(dim: int, hidden: int, classes: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(config.dim, config.hidden), nn.Tanh(), nn.Linear(config.hidden, CLASSES)).double()
+    return nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, classes)).double()
 
 
-def train_mlp(x: torch.Tensor, y: torch.Tensor, config: ClassificationTaskConfig, seed: int) -> nn.Module:
-    model = build_mlp(config, seed)
+def train_mlp(x: torch.Tensor, y: torch.Tensor, classes: int, hidden: int, weight_decay: float, max_iter: int,
+              seed: int) -> nn.Module:
+    """A tanh MLP fitted by full-batch L-BFGS on mean cross-entropy plus weight decay, to a
+    stationary point (where influence functions are meant to hold); `seed` fixes the initial weights."""
+    model = build_mlp(x.shape[1], hidden, classes, seed)
     optimizer = torch.optim.LBFGS(
-        model.parameters(), lr=1.0, max_iter=config.max_iter, history_size=20,
+        model.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
         line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12,
     )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
         decay = sum(p.square().sum() for p in model.parameters())
-        loss = F.cross_entropy(model(x), y) + config.weight_decay / 2 * decay
+        loss = F.cross_entropy(model(x), y) + weight_decay / 2 * decay
         loss.backward()
         return loss
 
@@ -96,26 +99,33 @@ def train_mlp(x: torch.Tensor, y: torch.Tensor, config: ClassificationTaskConfig
     return model.eval()
 
 
-def classification_task(config: ClassificationTaskConfig = ClassificationTaskConfig()) -> Task:
-    x, y, providers, xq, yq = make_data(config)
-
-    def query_losses(model: nn.Module) -> np.ndarray:
-        with torch.no_grad():
-            return F.cross_entropy(model(xq), yq, reduction="none").numpy()
+def mlp_task(name: str, x: torch.Tensor, y: torch.Tensor, providers: list[str], xq: torch.Tensor, yq: torch.Tensor,
+             *, classes: int, hidden: int, weight_decay: float, max_iter: int, identity: dict) -> Task:
+    """The Task of an MLP classifier: retraining drops the rows left out (full batch, so there
+    are no batches to keep), query loss is each held-out point's cross-entropy."""
+    def fit(rows: torch.Tensor, seed: int) -> nn.Module:
+        return train_mlp(x[rows], y[rows], classes, hidden, weight_decay, max_iter, seed)
 
     def retrain(train_indices: np.ndarray, seed: int) -> np.ndarray:
-        keep = torch.as_tensor(train_indices)
-        return query_losses(train_mlp(x[keep], y[keep], config, seed))
+        with torch.no_grad():
+            return F.cross_entropy(fit(torch.as_tensor(train_indices), seed)(xq), yq, reduction="none").numpy()
 
     ids = [f"{p}-{i}" for i, p in enumerate(providers)]
     return Task(
-        name="classification",
-        model=train_mlp(x, y, config, seed=0),
+        name=name,
+        model=fit(torch.arange(len(y)), 0),
         objective=ClassificationObjective(),
         train_batches=[{"inputs": x, "labels": y, "example_ids": ids}],
         query_batches=[{"inputs": xq, "labels": yq, "example_ids": [f"q{i}" for i in range(len(yq))]}],
         providers=providers,
         query_ids=[f"q{i}-class{int(c)}" for i, c in enumerate(yq)],
         retrain=retrain,
-        identity={"task": "classification", "config": config.model_dump()},
+        identity=identity,
     )
+
+
+def classification_task(config: ClassificationTaskConfig = ClassificationTaskConfig()) -> Task:
+    x, y, providers, xq, yq = make_data(config)
+    return mlp_task("classification", x, y, providers, xq, yq, classes=CLASSES, hidden=config.hidden,
+                    weight_decay=config.weight_decay, max_iter=config.max_iter,
+                    identity={"task": "classification", "config": config.model_dump()})
