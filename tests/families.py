@@ -5,6 +5,7 @@ Every width is at least 16, so LoGra's default rank 16 is not capped and row wid
 of the real checkpoints per layer (docs/architectures.md).
 """
 
+import copy
 from pathlib import Path
 
 import torch
@@ -35,10 +36,16 @@ CONFIGS: dict[str, PretrainedConfig] = {
 }
 
 
-def save_tiny(family: str, directory: Path, seed: int = 0) -> Path:
-    """A randomly initialised tiny model of `family`, written with save_pretrained."""
+def save_tiny(family: str, directory: Path, seed: int = 0, tokenizer=None) -> Path:
+    """A randomly initialised tiny model of `family`, written with save_pretrained; with a
+    `tokenizer`, sized for it (vocabulary, 256 positions) and saved beside it, as a checkpoint is."""
+    config = copy.deepcopy(CONFIGS[family])
+    if tokenizer is not None:
+        config.vocab_size = len(tokenizer)
+        config.max_position_embeddings = 256
+        tokenizer.save_pretrained(directory)
     torch.manual_seed(seed)
-    AutoModelForCausalLM.from_config(CONFIGS[family]).save_pretrained(directory)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
     return directory
 
 
