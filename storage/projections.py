@@ -20,6 +20,11 @@ from .codecs import put_array
 from .errors import RowsInvalidError
 
 PROJECTIONS = "projections"
+ROOT_MODULE = "(root)"  # node name for module "": a model that is itself one tracked layer
+
+
+def _node(module_name: str) -> str:
+    return module_name or ROOT_MODULE
 
 
 def checked_projections(spec: ProjectionSpec, projections: Mapping[str, tuple[Any, Any]]) -> dict:
@@ -33,7 +38,7 @@ def checked_projections(spec: ProjectionSpec, projections: Mapping[str, tuple[An
 def save_projections(root: zarr.Group, tensors: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
     group = root.create_group(PROJECTIONS)
     for name, (p_in, p_out) in tensors.items():
-        module = group.create_group(name)
+        module = group.create_group(_node(name))
         put_array(module, "p_in", p_in.to(torch.float32).numpy())
         put_array(module, "p_out", p_out.to(torch.float32).numpy())
 
@@ -43,7 +48,7 @@ def load_projections(root: zarr.Group, layout: GradientLayout) -> dict[str, tupl
         return None
     group = root[PROJECTIONS]
     return {
-        m.name: (torch.from_numpy(np.asarray(group[m.name]["p_in"][...])),
-                 torch.from_numpy(np.asarray(group[m.name]["p_out"][...])))
+        m.name: (torch.from_numpy(np.asarray(group[_node(m.name)]["p_in"][...])),
+                 torch.from_numpy(np.asarray(group[_node(m.name)]["p_out"][...])))
         for m in layout.modules
     }

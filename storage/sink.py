@@ -110,10 +110,9 @@ class StoreSink:
         rows = torch.cat([logged.rows for logged, _ in pending]).detach().to("cpu", torch.float32)
         partial = FisherPartial.zeros(session.spec.layout)
         tokens = []
-        for logged, batch_ids in pending:
+        for logged, _ in pending:
             partial.update(logged.fisher_rows)
-            counted = logged.n_tokens if logged.n_tokens is not None else torch.zeros(len(batch_ids), dtype=torch.long)
-            tokens.append(counted.detach().cpu().numpy())
+            tokens.append(logged.n_tokens.detach().cpu().numpy())
         metadata = RowMetadata(
             example_ids=ids,
             providers=[self._provider(i) for i in ids],

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from sample.model import prepare_sample_model
 from valuation import LoGra, ProjectionConfig
-from valuation.data import Example, batches, encode_example
+from valuation.data import Example, batches, encode_example, to_device
 from valuation.fingerprint import model_fingerprint
 from valuation.logra import pca_projections
 from valuation.pipeline import LoggingOptions, autocast_dtype_for, resolve_device
@@ -67,7 +67,7 @@ def fit_pca(params: IngestParams, examples: list[Example]) -> dict[str, tuple[to
     encoded = [encode_example(tokenizer, e, params.model.max_length) for e in examples]
     device = next(model.parameters()).device
     calibration = (
-        {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        to_device(batch, device)
         for batch in batches(encoded, params.model.batch_size, tokenizer.pad_token_id)
     )
     return pca_projections(model, params.projection, calibration, fisher=params.fisher)

@@ -6,12 +6,21 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from storage import CodecConfig, GradientStore
+from storage import CodecConfig, GradientStore, verify_store
 from storage.sink import StoreSink
-from valuation import FisherConfig, Influence, ListSink, LoGra, ProjectionConfig, RecordedRows, log_into_sink
+from valuation import (
+    ClassificationObjective,
+    FisherConfig,
+    Influence,
+    ListSink,
+    LoGra,
+    ProjectionConfig,
+    RecordedRows,
+    log_into_sink,
+)
 from valuation.hf import LoGraCallback
 
-from .models import lm_batch, tiny_gpt2
+from .models import classification_batch, lm_batch, tiny_gpt2
 
 CONFIG = ProjectionConfig(rank_in=4, rank_out=4, seed=2)
 PROVIDERS = {f"doc-{i}": "acme" if i % 3 else "globex" for i in range(12)}
@@ -107,3 +116,18 @@ def test_trainer_callback_logs_every_example_after_training(tmp_path):
     stored = RecordedRows(torch.from_numpy(store.read_rows()), store.read_metadata().example_ids)
     best = Influence(store.fisher_partial().snapshot(0.1)).top_k(direct[:2], stored, k=3, mode="relatif")
     assert len(best.ids) == 2 and all(i in PROVIDERS for row in best.ids for i in row)
+
+
+def test_a_one_layer_model_with_pca_projections_round_trips_through_a_store(tmp_path):
+    """The root module is named "" in the layout; its PCA matrices still get a node in the store."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3).to(torch.float64)
+    batch = classification_batch(6, d_in=4, n_classes=3)
+    batch["example_ids"] = [f"e{i}" for i in range(6)]
+    url = str(tmp_path / "store.zarr")
+    logra = log_into_sink(model, [batch], StoreSink(url, providers="acme"),
+                          ProjectionConfig(rank_in=4, rank_out=3, init="pca"), objective=ClassificationObjective())
+    store = GradientStore.open(url)
+    assert store.layout.names == [""] and store.n_rows == 6
+    assert store.spec.matrices_sha256 == logra.spec.matrices_sha256
+    assert verify_store(url) == []

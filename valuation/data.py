@@ -192,3 +192,8 @@ def batches(
     order = sorted(encoded, key=lambda e: len(e.input_ids)) if by_length else list(encoded)
     for start in range(0, len(order), batch_size):
         yield collate(order[start : start + batch_size], pad_id)
+
+
+def to_device(batch: dict, device: torch.device | str) -> dict:
+    """The batch with its tensors on `device` (ids and other lists as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

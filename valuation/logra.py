@@ -46,10 +46,11 @@ class LoggedBatch:
     # (several samples, or every class weighted by sqrt(p) for the exact estimator).
     fisher_rows: torch.Tensor
     losses: torch.Tensor  # batch, per-example summed loss
-    ids: list[str] | None = None  # example ids, in row order (None when the batch named none)
-    n_tokens: torch.Tensor | None = None  # batch, tokens each loss is summed over
+    ids: list[str] | None  # example ids, in row order (None when the batch named none)
+    n_tokens: torch.Tensor  # batch, tokens each loss is summed over
 
 
+FLOAT16_LOSS_SCALE = 1024.0  # float16 keeps gradients down to ~6e-8; scaled, small ones survive
 MEAN_LOSS_MESSAGE = (
     "the backward pass went through the model's `.loss`, a mean over the batch's tokens: every "
     "recorded row is 1/N of its example's gradient (N: the batch's loss tokens) and depends on the "
@@ -180,18 +181,20 @@ class LoGra:
         ids: Sequence[str] | None = None,
         fisher: FisherConfig | None = None,
         autocast_dtype: torch.dtype | None = None,
-        loss_scale: float = 1.0,
+        loss_scale: float | None = None,
     ) -> LoggedBatch:
         """Forward once, backward once (plus one per label draw or class for the true or exact
         Fisher), return projected gradients.
 
         `ids` (or else `batch["example_ids"]`), one string per example, come back with the rows,
         name examples in errors and seed the sampled labels per example. Under float16 autocast
-        pass a `loss_scale` (e.g. 1024) so small gradients do not underflow; rows are unscaled
-        before returning.
+        the losses are scaled by `loss_scale` (default 1024) so small gradients do not underflow;
+        rows are unscaled before returning.
         """
         objective = objective or CausalLMObjective()
         fisher = fisher or FisherConfig()
+        if loss_scale is None:
+            loss_scale = FLOAT16_LOSS_SCALE if autocast_dtype == torch.float16 else 1.0
         named = ids if ids is not None else batch.get("example_ids")
         ids = [str(i) for i in named] if named is not None else None
         device = self.bottlenecks[0].device
@@ -217,9 +220,7 @@ class LoGra:
                 torch.autograd.grad(draw.sum() * loss_scale, self.bottlenecks, retain_graph=not last, allow_unused=True)
                 parts.append(self.pop_rows().rows / loss_scale)
             fisher_rows = parts[0] if len(parts) == 1 else torch.stack(parts, dim=1)
-        count_tokens = getattr(objective, "loss_tokens", None)  # objectives written before it may lack it
-        n_tokens = count_tokens(batch) if count_tokens is not None else None
-        return LoggedBatch(rows, fisher_rows, losses.detach(), ids, n_tokens)
+        return LoggedBatch(rows, fisher_rows, losses.detach(), ids, objective.loss_tokens(batch))
 
     def remove(self) -> None:
         """Take the add-on layers out; the model is left exactly as it was."""

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import FisherConfig
-from .data import Example, batches, encode_example
+from .data import Example, batches, encode_example, to_device
 from .fisher import FisherPartial
 from .logra import LoGra
 
@@ -64,16 +64,14 @@ def log_examples(
     device = logra.bottlenecks[0].device
     autocast_dtype = options.autocast_dtype
     encoded = [encode_example(tokenizer, ex, options.max_length) for ex in examples]
-    loss_scale = 1024.0 if autocast_dtype == torch.float16 else 1.0
     partial = FisherPartial.zeros(logra.layout)
     rows, tokens, losses = [], [], []
     bar = tqdm(total=len(encoded), desc=progress, unit="ex", disable=progress is None, leave=False)
     for batch in batches(encoded, options.batch_size, tokenizer.pad_token_id):
-        on_device = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        logged = logra.log_batch(on_device, fisher=fisher, autocast_dtype=autocast_dtype, loss_scale=loss_scale)
+        logged = logra.log_batch(to_device(batch, device), fisher=fisher, autocast_dtype=autocast_dtype)
         partial.update(logged.fisher_rows)
         rows.append(logged.rows.float().cpu().numpy())
-        tokens.append((batch["labels"][:, 1:] != -100).sum(dim=1).numpy())
+        tokens.append(logged.n_tokens.cpu().numpy())
         losses.append(logged.losses.float().cpu().numpy())
         bar.update(len(batch["example_ids"]))
     bar.close()

@@ -18,6 +18,7 @@ from typing import Protocol
 import torch
 
 from .config import FisherConfig, ProjectionConfig
+from .data import to_device
 from .fingerprint import model_fingerprint
 from .fisher import FisherPartial
 from .logra import LoggedBatch, LoGra
@@ -81,10 +82,6 @@ class ListSink:
         return partial
 
 
-def _on(device: torch.device, batch: Batch) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 def log_into_sink(
     model: torch.nn.Module,
     batches: Iterable[Batch],
@@ -107,15 +104,14 @@ def log_into_sink(
     device = next(model.parameters()).device
     try:
         if config.init == "pca":
-            logra = LoGra.with_pca(model, config, (_on(device, b) for b in batches), objective, fisher)
+            logra = LoGra.with_pca(model, config, (to_device(dict(b), device) for b in batches), objective, fisher)
         else:
             logra = LoGra(model, config)
         try:
             sink.open(LogSession(logra.spec, fingerprint, logra.projections(), fisher))
-            loss_scale = 1024.0 if autocast_dtype == torch.float16 else 1.0
             for batch in batches:
-                sink.write(logra.log_batch(_on(device, batch), objective, fisher=fisher,
-                                           autocast_dtype=autocast_dtype, loss_scale=loss_scale))
+                sink.write(logra.log_batch(to_device(dict(batch), device), objective, fisher=fisher,
+                                           autocast_dtype=autocast_dtype))
             sink.close()
         finally:
             logra.remove()
