@@ -65,7 +65,7 @@ class LoGraAdapter(nn.Module):
             fixed.requires_grad_(False)
         # Set by the gradient recorder while it records; sees (projected input, bottleneck output).
         self.tap: Tap | None = None
-        self._hook: Any = None
+        self.hook_handle: Any = None  # the forward hook on the tracked module that adds this output
 
     # ---- what a module type defines ------------------------------------------------------
 
@@ -341,7 +341,7 @@ def inject_adapters(
         p_in, p_out = projections[name]
         adapter = tracked_class(module)(module, p_in, p_out)
         module.add_module(ADDON, adapter)
-        adapter._hook = module.register_forward_hook(_add_addon_output)
+        adapter.hook_handle = module.register_forward_hook(_add_addon_output)
         adapters[name] = adapter
     return adapters
 
@@ -350,6 +350,6 @@ def remove_adapters(model: nn.Module) -> int:
     """Detach every add-on; returns how many were removed."""
     attached = attached_adapters(model)
     for name, adapter in attached.items():
-        adapter._hook.remove()
+        adapter.hook_handle.remove()
         delattr(model.get_submodule(name), ADDON)
     return len(attached)

@@ -93,8 +93,9 @@ def log_into_sink(
     autocast_dtype: torch.dtype | None = None,
 ) -> LoGra:
     """Log every batch's rows into `sink` (opened first, closed after the last batch) and take the
-    add-ons out again. PCA init fits its projections on `batches` first (one more pass).
-    Batches carry `example_ids`. Returns the (removed) LoGra, whose `spec` and `layout` remain."""
+    add-ons out again, also on failure; a failed run leaves the sink unclosed (what it committed
+    stays: a StoreSink re-run adds the rest). PCA init fits its projections on `batches` first
+    (one more pass). Batches carry `example_ids`. Returns the removed LoGra (`spec`, `layout`)."""
     config = config or ProjectionConfig()
     fisher = fisher or FisherConfig()
     objective = objective or CausalLMObjective()
