@@ -71,8 +71,8 @@ def test_migration_sums_the_per_shard_partials_and_keeps_every_row(legacy):
 
     store = GradientStore.open(legacy)
     # Schema 1 knew estimator and seed only; the fields added since take their defaults.
-    legacy = FisherConfig(estimator="empirical", sample_seed=3).model_dump(exclude={"damping"})
-    assert store.attributes.schema_version == 2 and store.attributes.fisher == legacy
+    migrated_fisher = FisherConfig(estimator="empirical", sample_seed=3).model_dump(exclude={"damping"})
+    assert store.attributes.schema_version == 2 and store.attributes.fisher == migrated_fisher
     total = store.fisher_partial()
     flat = np.concatenate([total.sums[m.name].numpy().ravel() for m in store.layout.modules])
     assert total.count == count == 58
