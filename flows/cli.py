@@ -15,6 +15,8 @@ examples:
   dataworth run ingest --workspace /srv/val  # only log and commit new shards
   dataworth run refresh-fisher --force       # recompute the Fisher snapshot now
   dataworth server                           # Prefect server + UI on http://127.0.0.1:4200
+  dataworth server --background --port 4311  # start one detached (or reuse it), wait until healthy
+  dataworth server --stop                    # stop the background server
   dataworth serve --cron "0 2 * * *" --timezone Europe/Berlin
   dataworth serve --workspace /srv/val --landing /data/new --model ./my-model
   dataworth stability --seeds 0 1 2          # how much credit depends on the projection seed
@@ -55,7 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     server = commands.add_parser("server", help="start a local Prefect server and UI (SQLite)")
     server.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    server.add_argument("--port", type=int, default=4200)
+    server.add_argument("--port", type=int, default=4200, help="API and UI port (default: %(default)s)")
+    how = server.add_mutually_exclusive_group()
+    how.add_argument("--background", action="store_true",
+                     help="start it detached (or reuse one that answers there) and return once it is healthy")
+    how.add_argument("--stop", action="store_true", help="stop the background server of this PREFECT_HOME")
+    server.add_argument("--timeout", type=float, default=900.0,
+                        help="seconds --background waits for a healthy server (default: %(default)s)")
 
     serve = commands.add_parser("serve", help="register the deployments and serve them for the UI and schedule")
     _run_args(serve)  # the deployments' default parameters, as for `run`
@@ -166,9 +174,23 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _server(args: argparse.Namespace) -> int:
-    from flows.server import start_server
+    from flows.server import ServerError, ensure_server, start_server, stop_server
 
-    return start_server(host=args.host, port=args.port)
+    if args.stop:
+        print(stop_server())
+        return 0
+    if not args.background:
+        start_server(host=args.host, port=args.port)
+    try:
+        server = ensure_server(args.host, args.port, timeout=args.timeout)
+    except ServerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"Prefect server ready: {server.ui_url}" + ("" if server.pid else " (already running)"))
+    print(f"  in other shells: export PREFECT_API_URL={server.api_url}")
+    if server.pid:
+        print("  stop it: dataworth server --stop")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Creates .venv and installs dataworth with the exact versions measured on these machines.
 # Safe to re-run: it reinstalls only when pyproject.toml or the constraints changed.
+# DATAWORTH_VENV=/path/to/venv uses that environment as it is and installs nothing (CI's fresh
+# clone reuses the checkout's environment this way; the scripts put the clone's code first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ -n "${DATAWORTH_VENV:-}" ]; then
+  if [ ! -x "$DATAWORTH_VENV/bin/dataworth" ]; then
+    echo "[setup] DATAWORTH_VENV=$DATAWORTH_VENV holds no dataworth installation" >&2
+    exit 1
+  fi
+  exit 0
+fi
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -1,21 +1,14 @@
 """Deployments as the UI uses them: `dataworth serve` registers them against a real Prefect API, a
-run is started through the API with the form's JSON, and it completes with its report artifact.
-And `dataworth server` itself: a Prefect API that listens on loopback only; and prefect.yaml."""
+run is started through the API with the form's JSON, and it completes with its report artifact;
+and prefect.yaml. (`dataworth server` itself: tests/test_server.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from functools import partial
-from pathlib import Path
 
-import httpx
-import psutil
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
@@ -26,7 +19,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterParentFlowRunId,
 )
-from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_API_URL
 
@@ -34,26 +27,7 @@ from flows.deployments import build_deployments
 from tasks.params import NightlyParams
 
 from .flow_fixtures import SAMPLE_SHARDS, land, nightly_params
-
-REPO = Path(__file__).resolve().parent.parent
-DATAWORTH = Path(sys.executable).with_name("dataworth")
-
-
-def wait_for(probe, timeout: float, what: str, log: Path):
-    """Call `probe` until it returns something truthy; ObjectNotFound counts as not yet."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if found := probe():
-                return found
-        except ObjectNotFound:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; its log ends:\n{tail(log)}")
-
-
-def tail(log: Path) -> str:
-    return log.read_text()[-4000:]
+from .processes import DATAWORTH, REPO, stop, tail, wait_for
 
 
 def run_and_its_subflows(client, flow_run_id) -> list:
@@ -114,57 +88,6 @@ def test_a_served_deployment_runs_from_the_api_like_the_ui(tmp_path, sample_mode
             assert {row["provider"] for row in json.loads(credit.data)} == landed  # stored as JSON text
     finally:
         stop(serving)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """End the process and its children (the flow runs it started): its whole session."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:  # nothing of it is left
-        return
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_the_server_listens_on_loopback_only_and_is_healthy(tmp_path):
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect")
-    log = tmp_path / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen([str(DATAWORTH), "server", "--port", str(port)], cwd=tmp_path, env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    health = f"http://127.0.0.1:{port}/api/health"
-    try:
-        def healthy():
-            assert server.poll() is None, f"the server exited:\n{tail(log)}"
-            try:
-                return httpx.get(health, timeout=2).json() is True
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, 90, f"the health endpoint on port {port}", log)
-        listening = {c.laddr.ip for c in psutil.net_connections("inet")
-                     if c.laddr.port == port and c.status == psutil.CONN_LISTEN}
-        assert listening == {"127.0.0.1"}
-
-        # A service manager stops the process it started: the server itself, not a wrapper over it.
-        server.terminate()
-        server.wait(timeout=30)
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(health, timeout=2)
-    finally:
-        stop(server)
 
 
 def test_prefect_yaml_deploys_what_serve_does_with_valid_parameters():
