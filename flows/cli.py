@@ -130,7 +130,19 @@ def _run(args: argparse.Namespace) -> int:
         state = score.score(params.score(), return_state=True)
     # The flows print their own summaries; end with the one line a script or a person checks.
     print(f"\n{args.flow}: {state.name}" + (f" - {state.message}" if state.message else ""))
+    if link := _ui_link(state):
+        print(f"in the Prefect UI: {link}")
     return 0 if state.is_completed() else 1
+
+
+def _ui_link(state) -> str | None:
+    """The run's page in the UI of the server it ran against; None for a temporary server, which
+    is gone with the run."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    if not PREFECT_API_URL.value() or not PREFECT_UI_URL.value():
+        return None
+    return f"{PREFECT_UI_URL.value()}/runs/flow-run/{state.state_details.flow_run_id}"
 
 
 def _stability(args: argparse.Namespace) -> int:

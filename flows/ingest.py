@@ -10,8 +10,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.ingest import discover, log_and_commit, open_store, prepare_store, quarantine_shard, validate
 from tasks.params import IngestParams
-from tasks.planning import IngestSummary, defer_id_clashes, plan_night
-from tasks.shards import quarantined_hashes
+from tasks.planning import IngestSummary, ShardOutcome, defer_clashes, plan_night
+from tasks.shards import Skipped, quarantined_hashes
 
 
 @flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
@@ -22,22 +22,31 @@ def ingest(params: IngestParams = IngestParams()):
     night is visible in the UI rather than a silent Completed.
     """
     logger = get_run_logger()
-    refs = discover(params.landing)
+    max_bytes = int(params.max_shard_mb * 2**20)
+    landing = discover(params.landing, max_bytes, params.settle_seconds)
     store = open_store(params.workspace.store_url, read_only=True)
     committed = {e.shard_hash for e in store.manifest} if store else set()
     known_ids = frozenset(store.read_metadata().example_ids) if store and store.n_rows else frozenset()
+    known_providers = frozenset(store.provider_row_counts()) if store and store.n_rows else frozenset()
     held = quarantined_hashes(params.workspace.quarantine)
 
-    plan = plan_night(refs, committed, held)
+    plan = plan_night(landing.shards, committed, held)
     for outcome in plan.outcomes:
         if outcome.status == "held":
             logger.warning("%s is still quarantined (same content as before); fix it to ingest it", outcome.name)
     summary = IngestSummary(list(plan.outcomes))
+    summary.outcomes += [ShardOutcome(s.name, "", "waiting", detail=s.reason) for s in landing.waiting]
+    summary.outcomes += [ShardOutcome(s.name, "", "refused", detail=s.reason) for s in landing.refused]
 
-    validations = [validate.submit(ref, known_ids, int(params.max_shard_mb * 2**20)) for ref in plan.new]
-    validated = [f.result() for f in validations]
+    validations = [validate.submit(ref, known_ids, max_bytes, known_providers) for ref in plan.new]
+    validated = []
+    for f in validations:
+        if isinstance(result := f.result(), Skipped):
+            summary.outcomes.append(ShardOutcome(result.name, "", "waiting", detail=result.reason))
+        else:
+            validated.append(result)
     bad = [v for v in validated if not v.ok]
-    good, deferred = defer_id_clashes([v for v in validated if v.ok])
+    good, deferred = defer_clashes([v for v in validated if v.ok])
     summary.outcomes += deferred
 
     futures = [quarantine_shard.submit(v, params) for v in bad]

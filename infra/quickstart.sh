@@ -20,8 +20,7 @@ status=0
 
 cat <<MSG
 
-The run, its logs, artifacts (provider credit, the Markdown report) and subflows are in the
-Prefect UI: http://127.0.0.1:$port/runs
+Runs, logs and artifacts (provider credit, the Markdown report) in the Prefect UI: http://127.0.0.1:$port/runs
 The server keeps running so you can look; stop it with: $venv/bin/dataworth server --stop
 MSG
 exit $status

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from sample import SHARDS_DIR
 from storage import GradientStore, RowMetadata, StoreExistsError, StoreNotFoundError
 from valuation.data import Example
 from valuation.pipeline import log_examples
@@ -15,7 +17,16 @@ from valuation.pipeline import log_examples
 from .models import fit_pca, load_for_logging
 from .params import IngestParams
 from .planning import ShardOutcome
-from .shards import ShardRef, ValidatedShard, discover_shards, quarantine, validate_shard
+from .shards import (
+    Landing,
+    ShardChanged,
+    ShardRef,
+    Skipped,
+    ValidatedShard,
+    discover_shards,
+    quarantine,
+    validate_shard,
+)
 
 
 @dataclass(frozen=True)
@@ -34,16 +45,28 @@ def open_store(url: str, read_only: bool = False) -> GradientStore | None:
 
 
 @task(name="discover-shards", retries=2, retry_delay_seconds=5)
-def discover(landing: str) -> list[ShardRef]:
-    refs = discover_shards(landing)
-    get_run_logger().info("found %d shard(s) in %s", len(refs), landing)
-    return refs
+def discover(landing: str, max_bytes: int, settle_seconds: float) -> Landing:
+    if Path(landing).resolve() == SHARDS_DIR:  # shipped with the package: never half-uploaded, however new
+        settle_seconds = 0.0
+    found = discover_shards(landing, max_bytes=max_bytes, settle_seconds=settle_seconds)
+    logger = get_run_logger()
+    logger.info("found %d shard(s) in %s", len(found.shards), landing)
+    for skipped in found.waiting:
+        logger.info("%s waits for a later run: %s", skipped.name, skipped.reason)
+    for skipped in found.refused:
+        logger.warning("%s is not read: %s", skipped.name, skipped.reason)
+    return found
 
 
 @task(name="validate-shard", task_run_name="validate-{ref.name}")
-def validate(ref: ShardRef, known_ids: frozenset[str], max_bytes: int) -> ValidatedShard:
-    result = validate_shard(ref, known_ids, max_bytes)
+def validate(ref: ShardRef, known_ids: frozenset[str], max_bytes: int,
+             known_providers: frozenset[str] = frozenset()) -> ValidatedShard | Skipped:
     logger = get_run_logger()
+    try:
+        result = validate_shard(ref, known_ids, max_bytes, known_providers)
+    except ShardChanged:
+        logger.info("%s changed while it was read: it may still be uploading; it waits for a later run", ref.name)
+        return Skipped(ref.name, "changed while it was read: it may still be uploading")
     if result.ok:
         logger.info("%s: %d valid examples", ref.name, len(result.examples))
     else:

@@ -15,6 +15,10 @@ from sample import QUERIES_PATH, SHARDS_DIR
 from valuation.config import FisherConfig, InfluenceMode, ProjectionConfig
 
 SAMPLE_MODEL = "sample"
+SETTLE_SECONDS = Field(
+    default=60.0, ge=0, description="a shard modified less than this many seconds ago may still be uploading: "
+    "it waits for a later run (0: take every shard at once; see docs/operations.md, landing shards)",
+)
 
 
 class Workspace(BaseModel):
@@ -83,6 +87,7 @@ class IngestParams(BaseModel):
     # Sampled labels: LDS 0.86 vs 0.62 for the empirical Fisher on the sample LM (docs/evaluation.md).
     fisher: FisherConfig = FisherConfig(estimator="true")
     max_shard_mb: float = Field(default=256.0, gt=0, description="larger shards are quarantined")
+    settle_seconds: float = SETTLE_SECONDS
 
 
 class RefreshPolicy(BaseModel):
@@ -132,13 +137,14 @@ class NightlyParams(BaseModel):
     projection: ProjectionConfig = ProjectionConfig()
     fisher: FisherConfig = FisherConfig(estimator="true")
     refresh: RefreshPolicy = RefreshPolicy()
+    settle_seconds: float = SETTLE_SECONDS
     mode: InfluenceMode = "dot"
     top_k: int = Field(default=5, ge=1, le=100)
     dask_address: str | None = None
 
     def ingest(self) -> IngestParams:
         return IngestParams(workspace=self.workspace, landing=self.landing, model=self.model,
-                            projection=self.projection, fisher=self.fisher)
+                            projection=self.projection, fisher=self.fisher, settle_seconds=self.settle_seconds)
 
     def refresh_fisher(self) -> RefreshParams:
         return RefreshParams(workspace=self.workspace, damping=self.fisher.damping, policy=self.refresh)

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .shards import ShardRef, ValidatedShard
+from .shards import ShardRef, ValidatedShard, provider_key
 
 ShardStatus = Literal[
     "committed",  # logged and committed this night
@@ -18,7 +18,9 @@ ShardStatus = Literal[
     "skipped",  # in the store before the night began
     "held",  # the same content was quarantined before: fix the file to ingest it
     "quarantined",  # bad lines found this night
-    "deferred",  # shares example ids with another new shard: waits for the next night
+    "deferred",  # shares example ids or a provider's spelling with another new shard: waits for the next night
+    "waiting",  # may still be uploading (modified just now, or changed while read): looked at again next run
+    "refused",  # not a shard: a directory, or a link leaving the landing location; never read
 ]
 
 
@@ -47,8 +49,9 @@ class IngestSummary:
             f"{o.name}: {o.status}" + (f" ({o.rows} rows)" if o.rows else "") + (f" - {o.detail}" if o.detail else "")
             for o in self.outcomes
         ]
+        waiting = f", {self.count('waiting')} waiting" if self.count("waiting") else ""
         lines.append(f"{self.count('committed')} committed ({self.rows_committed} rows), "
-                     f"{self.count('skipped')} already in the store, {self.count('quarantined')} quarantined")
+                     f"{self.count('skipped')} already in the store, {self.count('quarantined')} quarantined{waiting}")
         return "\n".join(lines)
 
 
@@ -73,17 +76,28 @@ def plan_night(refs: Sequence[ShardRef], committed: Iterable[str], held: Iterabl
     return NightPlan(new, outcomes)
 
 
-def defer_id_clashes(good: Sequence[ValidatedShard]) -> tuple[list[ValidatedShard], list[ShardOutcome]]:
+def _clash(v: ValidatedShard, ids: dict[str, str], providers: dict[str, tuple[str, str]]) -> str | None:
+    for e in v.examples:
+        if e.id in ids:
+            return f"shares example ids with {ids[e.id]}"
+        spelling, shard = providers.get(provider_key(e.provider or ""), (e.provider, ""))
+        if spelling != e.provider:
+            return f"spells provider {e.provider!r} as {shard} spells {spelling!r}"
+    return None
+
+
+def defer_clashes(good: Sequence[ValidatedShard]) -> tuple[list[ValidatedShard], list[ShardOutcome]]:
     """(shards to log, deferred outcomes): a shard sharing an example id with an earlier new shard
-    of the same night waits for the next night, when the first is committed and its ids are known."""
-    seen: dict[str, str] = {}
+    of the same night, or spelling a provider differently from it only in case, waits for the next
+    night, when the first is committed and validation sees its ids and providers."""
+    ids: dict[str, str] = {}
+    providers: dict[str, tuple[str, str]] = {}
     admitted, deferred = [], []
     for v in good:
-        clash = next((seen[e.id] for e in v.examples if e.id in seen), None)
-        if clash:
-            detail = f"shares example ids with {clash}"
-            deferred.append(ShardOutcome(v.shard.name, v.shard.sha256, "deferred", detail=detail))
+        if clash := _clash(v, ids, providers):
+            deferred.append(ShardOutcome(v.shard.name, v.shard.sha256, "deferred", detail=clash))
             continue
-        seen.update({e.id: v.shard.name for e in v.examples})
+        ids.update({e.id: v.shard.name for e in v.examples})
+        providers.update({provider_key(e.provider or ""): (e.provider or "", v.shard.name) for e in v.examples})
         admitted.append(v)
     return admitted, deferred

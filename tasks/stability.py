@@ -20,7 +20,7 @@ def measure_stability(params: NightlyParams, seeds: Sequence[int]) -> Path:
     """Log the landing shards' valid examples and the queries under each seed; save the result
     where the score task picks it up for reports made under the same projection, model and mode."""
     model, tokenizer = load_model(model_path(params.model, params.workspace))
-    examples = [e for ref in discover_shards(params.landing) for e in validate_shard(ref).examples]
+    examples = [e for ref in discover_shards(params.landing).shards for e in validate_shard(ref).examples]
     if not examples:
         raise ValueError(f"no valid examples in {params.landing}")
     queries = QuerySet.load(params.queries).examples

@@ -1,14 +1,23 @@
-"""Shared set-up of the flow tests: one real Prefect API per session, one trained sample model."""
+"""Shared set-up of the flow tests: one real Prefect API per session, one trained sample model.
+
+conftest imports this for every test, so it imports nothing heavy at module level: a unit test
+must not pay for torch, transformers or Prefect it does not use.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from sample import SHARDS_DIR
-from tasks.params import ModelParams, NightlyParams, Workspace
+
+if TYPE_CHECKING:
+    from tasks.params import NightlyParams
 
 SAMPLE_SHARDS = sorted(SHARDS_DIR.glob("*.jsonl"))
 
@@ -30,6 +39,8 @@ def sample_model_dir(tmp_path_factory) -> Path:
 
 
 def nightly_params(tmp_path: Path, model_dir: Path, **overrides) -> NightlyParams:
+    from tasks.params import ModelParams, NightlyParams, Workspace
+
     landing = tmp_path / "landing"
     landing.mkdir(exist_ok=True)
     return NightlyParams(
@@ -41,5 +52,10 @@ def nightly_params(tmp_path: Path, model_dir: Path, **overrides) -> NightlyParam
 
 
 def land(params: NightlyParams, *shards: Path) -> None:
+    """Copy shards into the landing location as finished uploads: modified an hour ago, beyond
+    the settle time that keeps files still being written out of a run."""
+    then = time.time() - 3600
     for shard in shards:
-        shutil.copy(shard, Path(params.landing) / shard.name)
+        target = Path(params.landing) / shard.name
+        shutil.copy(shard, target)
+        os.utime(target, (then, then))
