@@ -226,7 +226,17 @@ def main(argv: list[str] | None = None) -> int:
         "run": _run, "stability": _stability, "store": _store, "report": _report,
         "server": _server, "serve": _serve,
     }
-    return handler[args.command](args)
+    try:
+        return handler[args.command](args)
+    except Exception as err:
+        from tasks.failures import INPUT_ERRORS, one_line
+
+        if not isinstance(err, INPUT_ERRORS):
+            raise
+        # Bad input found before a flow ran (a --params file, a queries file for stability):
+        # the message names it; a traceback would only bury it.
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

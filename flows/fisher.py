@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.states import Failed
 
 from tasks.fisher import refresh
 from tasks.params import RefreshParams
@@ -15,6 +16,9 @@ def refresh_fisher(params: RefreshParams = RefreshParams()):
     Runs when rows added since the last snapshot pass the policy's fraction, when the snapshot
     is older than its maximum age, or when forced.
     """
-    outcome = refresh(params)
+    state = refresh(params, return_state=True)
+    if state.is_failed():
+        return Failed(message=state.message)  # its one-line reason becomes the run's, without a traceback
+    outcome = state.result()
     print(outcome.summary())
     return outcome

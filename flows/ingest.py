@@ -23,7 +23,10 @@ def ingest(params: IngestParams = IngestParams()):
     """
     logger = get_run_logger()
     max_bytes = int(params.max_shard_mb * 2**20)
-    landing = discover(params.landing, max_bytes, params.settle_seconds)
+    discovered = discover(params.landing, max_bytes, params.settle_seconds, return_state=True)
+    if discovered.is_failed():
+        return Failed(message=discovered.message)  # e.g. no such landing location: nothing to do
+    landing = discovered.result()
     store = open_store(params.workspace.store_url, read_only=True)
     committed = {e.shard_hash for e in store.manifest} if store else set()
     known_ids = frozenset(store.read_metadata().example_ids) if store and store.n_rows else frozenset()
@@ -51,7 +54,10 @@ def ingest(params: IngestParams = IngestParams()):
 
     futures = [quarantine_shard.submit(v, params) for v in bad]
     if good:
-        store_ref = prepare_store(params, good[0].examples)
+        prepared = prepare_store(params, good[0].examples, return_state=True)
+        if prepared.is_failed():
+            return Failed(message=f"{prepared.message}; nothing was committed", data=summary)
+        store_ref = prepared.result()
         # One model copy per device; shards round-robin over them and log in parallel, while the
         # store's lock lets one commit through at a time.
         devices = params.model.devices or [params.model.device]
@@ -69,7 +75,9 @@ def ingest(params: IngestParams = IngestParams()):
     )
     print(summary.summary())
     if failures:
-        return Failed(message=f"{len(failures)} shard task(s) failed; committed shards are kept", data=summary)
+        reasons = "; ".join(f.state.message or f.state.name for f in failures)
+        return Failed(message=f"{len(failures)} shard task(s) failed ({reasons}); committed shards are kept",
+                      data=summary)
     if bad:
         names = ", ".join(v.shard.name for v in bad)
         return Failed(message=f"quarantined {len(bad)} shard(s): {names}; the good shards were committed", data=summary)

@@ -45,8 +45,13 @@ def nightly_valuation(params: NightlyParams = NightlyParams()):
     if store is None or store.n_rows == 0:
         return Failed(message=f"no committed rows in {params.workspace.store_url} yet: nothing to score "
                       f"(ingestion: {ingest_state.message})")
-    refresh = refresh_fisher(params.refresh_fisher())
-    scored = score(params.score())
+    refreshed = refresh_fisher(params.refresh_fisher(), return_state=True)
+    if refreshed.is_failed():
+        return Failed(message=f"Fisher refresh: {refreshed.message}")
+    scored_state = score(params.score(), return_state=True)
+    if scored_state.is_failed():
+        return Failed(message=f"scoring: {scored_state.message}")
+    refresh, scored = refreshed.result(), scored_state.result()
     summary = NightlySummary(ingest_summary, refresh, scored)
     print(summary.summary())
     if not ingest_state.is_completed():

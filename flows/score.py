@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.states import Failed
 
 from tasks.params import ScoreParams
 from tasks.scoring import score_and_report
@@ -12,6 +13,9 @@ from tasks.scoring import score_and_report
 def score(params: ScoreParams = ScoreParams()):
     """Query gradients under the store's projection, preconditioned by a Fisher snapshot, scored
     with Dask over every stored row; reports as files and Prefect artifacts."""
-    outcome = score_and_report(params)
+    state = score_and_report(params, return_state=True)
+    if state.is_failed():
+        return Failed(message=state.message)  # its one-line reason becomes the run's, without a traceback
+    outcome = state.result()
     print(outcome.summary())
     return outcome

@@ -6,14 +6,17 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from sample import SHARDS_DIR
-from storage import GradientStore, RowMetadata, StoreExistsError, StoreNotFoundError
+from storage import GradientStore, ModelMismatchError, RowMetadata, StoreExistsError, StoreNotFoundError
+from valuation import ProjectionMismatchError
 from valuation.data import Example
 from valuation.pipeline import log_examples
 
+from .failures import fails_in_one_line, is_transient, one_line, retry_if_transient
 from .models import fit_pca, load_for_logging
 from .params import IngestParams
 from .planning import ShardOutcome
@@ -37,6 +40,23 @@ class StoreRef:
     created_at: str
 
 
+class ShardLoggingError(ValueError):
+    """A shard that cannot be logged as things are: names it, what went wrong and what to change."""
+
+    def __init__(self, shard: str, err: Exception):
+        super().__init__(f"{shard}: {one_line(err)}{_what_to_change(err)}")
+
+
+def _what_to_change(err: Exception) -> str:
+    if isinstance(err, ModelMismatchError | ProjectionMismatchError):
+        return "; log it with the store's model and projection, or start a new workspace for this model"
+    if isinstance(err, torch.OutOfMemoryError | MemoryError):
+        return "; lower model.batch_size (or model.max_length)"
+    if "no token to compute a loss on" in str(err):
+        return "; raise model.max_length, or shorten that prompt"
+    return ""
+
+
 def open_store(url: str, read_only: bool = False) -> GradientStore | None:
     try:
         return GradientStore.open(url, read_only=read_only)
@@ -44,7 +64,8 @@ def open_store(url: str, read_only: bool = False) -> GradientStore | None:
         return None
 
 
-@task(name="discover-shards", retries=2, retry_delay_seconds=5)
+@task(name="discover-shards", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_if_transient)
+@fails_in_one_line
 def discover(landing: str, max_bytes: int, settle_seconds: float) -> Landing:
     if Path(landing).resolve() == SHARDS_DIR:  # shipped with the package: never half-uploaded, however new
         settle_seconds = 0.0
@@ -64,9 +85,9 @@ def validate(ref: ShardRef, known_ids: frozenset[str], max_bytes: int,
     logger = get_run_logger()
     try:
         result = validate_shard(ref, known_ids, max_bytes, known_providers)
-    except ShardChanged:
+    except (ShardChanged, FileNotFoundError):
         logger.info("%s changed while it was read: it may still be uploading; it waits for a later run", ref.name)
-        return Skipped(ref.name, "changed while it was read: it may still be uploading")
+        return Skipped(ref.name, "changed (or went) while it was read: it may still be uploading")
     if result.ok:
         logger.info("%s: %d valid examples", ref.name, len(result.examples))
     else:
@@ -88,7 +109,8 @@ def quarantine_shard(validated: ValidatedShard, params: IngestParams) -> ShardOu
                         detail=f"{len(validated.problems)} problem(s); report {report}")
 
 
-@task(name="prepare-store")
+@task(name="prepare-store", retry_condition_fn=retry_if_transient)
+@fails_in_one_line
 def prepare_store(params: IngestParams, calibration: list[Example]) -> StoreRef:
     """Open the store, or create it under this model and projection.
 
@@ -123,7 +145,9 @@ def _shard_cache_key(context, parameters) -> str:
     persist_result=True,
     retries=1,
     retry_delay_seconds=10,
+    retry_condition_fn=retry_if_transient,
 )
+@fails_in_one_line
 def log_and_commit(validated: ValidatedShard, params: IngestParams, store: StoreRef) -> ShardOutcome:
     """Log the shard's LoGra gradients and commit them with its Fisher partial sums.
 
@@ -135,12 +159,20 @@ def log_and_commit(validated: ValidatedShard, params: IngestParams, store: Store
     gradient_store = GradientStore.open(store.url)
     if gradient_store.is_committed(ref.sha256):
         return ShardOutcome(ref.name, ref.sha256, "already_committed")
-    loaded = load_for_logging(params.model, params.workspace, gradient_store.spec.config, gradient_store.projections())
-    with loaded.lock:
-        logged = log_examples(
-            loaded.logra, loaded.tokenizer, validated.examples, loaded.logging_options(params.model),
-            fisher=params.fisher, progress=f"log {ref.name}",
-        )
+    try:
+        loaded = load_for_logging(params.model, params.workspace, gradient_store.spec.config,
+                                  gradient_store.projections())
+        # Before the compute, not after it: rows of another model would be refused at commit.
+        gradient_store.check_compatible(loaded.logra.spec, loaded.fingerprint)
+        with loaded.lock:
+            logged = log_examples(
+                loaded.logra, loaded.tokenizer, validated.examples, loaded.logging_options(params.model),
+                fisher=params.fisher, progress=f"log {ref.name}",
+            )
+    except Exception as err:
+        if is_transient(err):
+            raise
+        raise ShardLoggingError(ref.name, err) from err
     examples = validated.examples
     metadata = RowMetadata(logged.ids, [e.provider for e in examples], logged.n_tokens,
                            snippets=[e.display_text for e in examples])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from sample.model import prepare_sample_model
@@ -17,6 +20,7 @@ from valuation.logra import pca_projections
 from valuation.pipeline import LoggingOptions, autocast_dtype_for, resolve_device
 from valuation.spec import matrices_digest
 
+from .failures import is_transient
 from .params import SAMPLE_MODEL, IngestParams, ModelParams, Workspace
 
 
@@ -32,11 +36,21 @@ class LoadedModel:
     lock: threading.Lock
 
     def logging_options(self, params: ModelParams) -> LoggingOptions:
-        return LoggingOptions(params.batch_size, params.max_length, self.autocast_dtype)
+        return LoggingOptions(params.batch_size, fitted_max_length(params.max_length, self.model, self.tokenizer),
+                              self.autocast_dtype)
 
 
 _cache: dict[tuple, LoadedModel] = {}
 _lock = threading.Lock()
+
+
+class ModelNotFoundError(ValueError):
+    """No model where `model.name_or_path` points."""
+
+
+def _looks_like_a_path(name: str) -> bool:
+    # A hub id is "name" or "namespace/name"; anything else can only be meant as a directory.
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def load_model(path_or_name: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -44,11 +58,54 @@ def load_model(path_or_name: str | Path) -> tuple[PreTrainedModel, PreTrainedTok
 
     A local directory is read with `local_files_only`, so a missing file is an error rather
     than a download; a hub name follows the usual transformers settings (HF_HUB_OFFLINE).
+    Raises ModelNotFoundError, in one line, when there is no such directory or model.
     """
-    local = Path(path_or_name).exists()
-    model = AutoModelForCausalLM.from_pretrained(path_or_name, local_files_only=local)
-    tokenizer = AutoTokenizer.from_pretrained(path_or_name, local_files_only=local)
+    name = str(path_or_name)
+    local = Path(name).expanduser().exists()
+    if not local and _looks_like_a_path(name):
+        raise ModelNotFoundError(f"model directory {name!r} does not exist (model.name_or_path: a directory "
+                                 f"saved with save_pretrained, or {SAMPLE_MODEL!r})")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path_or_name, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(path_or_name, local_files_only=local)
+    except OSError as err:  # transformers' word for a missing directory, file or hub model
+        if is_transient(err):
+            raise
+        raise ModelNotFoundError(f"cannot load model {name!r}: {' '.join(str(err).split())}") from None
     return model.eval(), tokenizer
+
+
+def context_length(model: torch.nn.Module, tokenizer) -> int | None:
+    """The most tokens the model takes at once: its position table, or what its tokenizer declares
+    (tokenizers without a limit declare a huge sentinel)."""
+    config = getattr(model, "config", None)
+    limits = [getattr(config, key, None) for key in ("n_positions", "max_position_embeddings")]
+    limits.append(getattr(tokenizer, "model_max_length", None))
+    limits = [n for n in limits if isinstance(n, int) and 0 < n < 10**9]
+    return min(limits) if limits else None
+
+
+_noted: set[tuple[int, int]] = set()
+
+
+def fitted_max_length(max_length: int, model: torch.nn.Module, tokenizer) -> int:
+    """`max_length`, cut to the model's context: longer examples would index past its positions.
+    Says so once per model and setting."""
+    limit = context_length(model, tokenizer)
+    if limit is None or max_length <= limit:
+        return max_length
+    if (id(model), max_length) not in _noted:
+        _noted.add((id(model), max_length))
+        _logger().warning("model.max_length %d exceeds the model's context of %d tokens: examples are cut to %d "
+                          "(set model.max_length to at most %d to silence this)", max_length, limit, limit, limit)
+    return limit
+
+
+def _logger():
+    try:
+        return get_run_logger()
+    except MissingContextError:  # called outside a flow run (library use, `dataworth stability`)
+        return logging.getLogger(__name__)
 
 
 def model_path(params: ModelParams, workspace: Workspace) -> str:
@@ -64,7 +121,8 @@ def fit_pca(params: IngestParams, examples: list[Example]) -> dict[str, tuple[to
     of the model (the cached one may carry add-ons already)."""
     model, tokenizer = load_model(model_path(params.model, params.workspace))
     model = model.to(resolve_device(params.model.device)).eval()
-    encoded = [encode_example(tokenizer, e, params.model.max_length) for e in examples]
+    max_length = fitted_max_length(params.model.max_length, model, tokenizer)
+    encoded = [encode_example(tokenizer, e, max_length) for e in examples]
     device = next(model.parameters()).device
     calibration = (
         to_device(batch, device)

@@ -11,7 +11,7 @@ from scoring.stability import seed_stability, stability_key
 from valuation.fingerprint import model_fingerprint
 from valuation.pipeline import LoggingOptions
 
-from .models import load_model, model_path
+from .models import fitted_max_length, load_model, model_path
 from .params import NightlyParams
 from .shards import discover_shards, validate_shard
 
@@ -27,7 +27,7 @@ def measure_stability(params: NightlyParams, seeds: Sequence[int]) -> Path:
     stability = seed_stability(
         model, tokenizer, examples, queries, projection=params.projection, seeds=seeds,
         fisher=params.fisher, mode=params.mode,
-        options=LoggingOptions(params.model.batch_size, params.model.max_length),
+        options=LoggingOptions(params.model.batch_size, fitted_max_length(params.model.max_length, model, tokenizer)),
     )
     key = stability_key(params.projection, model_fingerprint(model)["fingerprint"], params.mode)
     path = params.workspace.stability

@@ -51,11 +51,14 @@ def nightly_params(tmp_path: Path, model_dir: Path, **overrides) -> NightlyParam
     )
 
 
-def land(params: NightlyParams, *shards: Path) -> None:
-    """Copy shards into the landing location as finished uploads: modified an hour ago, beyond
-    the settle time that keeps files still being written out of a run."""
+def finished_upload(path: Path) -> Path:
+    """Mark a file as an upload that finished an hour ago, beyond the settle time that keeps files
+    still being written out of a run."""
     then = time.time() - 3600
+    os.utime(path, (then, then))
+    return path
+
+
+def land(params: NightlyParams, *shards: Path) -> None:
     for shard in shards:
-        target = Path(params.landing) / shard.name
-        shutil.copy(shard, target)
-        os.utime(target, (then, then))
+        finished_upload(Path(shutil.copy(shard, Path(params.landing) / shard.name)))

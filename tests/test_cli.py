@@ -86,3 +86,13 @@ def test_report_diff(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "changed store_version: 41 → 42" in table
     assert any(line.startswith("delta ") and line.rstrip().endswith("new") for line in table.splitlines())
+
+
+def test_bad_input_before_a_flow_runs_is_one_line(tmp_path, capsys):
+    assert main(["run", "nightly", "--params", str(tmp_path / "missing.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing.json" in err and err.count("\n") == 1
+    (tmp_path / "p.json").write_text('{"model": {"batch_size": 0}}')
+    assert main(["run", "nightly", "--params", str(tmp_path / "p.json")]) == 2
+    err = capsys.readouterr().err
+    assert "batch_size" in err and err.count("\n") == 1 and "Traceback" not in err

@@ -12,7 +12,7 @@ from flows.ingest import ingest
 from flows.nightly import nightly_valuation
 from storage import GradientStore
 
-from .flow_fixtures import SAMPLE_SHARDS, land, nightly_params
+from .flow_fixtures import SAMPLE_SHARDS, finished_upload, land, nightly_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -75,6 +75,7 @@ def test_bad_shard_is_quarantined_and_the_run_says_so(tmp_path, sample_model_dir
     lines[4] = "{not json"
     lines[6] = json.dumps({"id": "../../etc/passwd", "provider": "p", "text": "escape"})
     (Path(params.landing) / "night-bad.jsonl").write_text("\n".join(lines) + "\n")
+    finished_upload(Path(params.landing) / "night-bad.jsonl")
 
     state = ingest(params.ingest(), return_state=True)
     summary = state.result(raise_on_failure=False)

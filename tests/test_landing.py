@@ -4,8 +4,6 @@ in progress, hostile links, directories, text no tokenizer can encode, a provide
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ import pytest
 from flows.ingest import ingest
 from storage import GradientStore
 
-from .flow_fixtures import SAMPLE_SHARDS, land, nightly_params
+from .flow_fixtures import SAMPLE_SHARDS, finished_upload, land, nightly_params
 from .test_flows import await_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -25,8 +23,7 @@ def statuses(summary) -> dict[str, str]:
 
 def write_finished(path: Path, records: list) -> None:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
-    then = time.time() - 3600
-    os.utime(path, (then, then))
+    finished_upload(path)
 
 
 def test_what_a_landing_really_holds(tmp_path, sample_model_dir):
@@ -64,7 +61,7 @@ def test_what_a_landing_really_holds(tmp_path, sample_model_dir):
     assert keys.count("quarantine-") == 2 and "ingest-summary" in keys
 
     # The next night: the upload has finished; the quarantined shards are held, not failed again.
-    os.utime(landing / "uploading.jsonl", (time.time() - 3600,) * 2)
+    finished_upload(landing / "uploading.jsonl")
     again = ingest(params, return_state=True)
     assert again.is_completed(), again.message
     summary = again.result()
