@@ -1,18 +1,30 @@
-"""One pass of Dask over the stored rows: exact top-k, per-provider top-k and credit.
+"""One pass over the stored rows: exact top-k overall and per provider, provider credit, mean scores.
 
-Each row chunk is decoded, multiplied by the preconditioned queries and reduced to small
-partial results, which a tree of merges combines. Only a few chunks are in memory at once, so
-peak memory is about (tasks in flight) x chunk_rows x (K + n_queries) x 4 bytes, independent of
-the store's size, plus the O(N) per-example mean scores kept for the distribution chart.
+The rows are cut into ranges of whole chunks, one Dask task each (threads, or the processes of a
+`distributed` cluster: the same tasks either way). A task reads its chunks one at a time and scores
+them in tiles small enough for the CPU cache: the tile is decoded into float32 (for bfloat16 a
+copy that widens each code, nothing else), multiplied by a batch of queries, and reduced at once:
+- per-provider top-k by threshold: a score enters only if it beats its (query, provider) list's
+  current k-th, so after the first tiles almost nothing is sorted; the overall top-k is the best
+  k of the per-provider lists at the end;
+- credit by an index-add of the scores into a providers x queries sum;
+- each row's mean over the queries.
+Partial results of the tasks meet in a balanced tree of merges. Peak memory is about (tasks in
+flight) x (one chunk + one tile), plus the per-row means (8 bytes a row) and the small lists.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import dask
-import dask.array as da
 import numpy as np
+import torch
+
+from .topk import MAX_GROUPS, MAX_OFFSET, MAX_ROWS, GroupedTopK, decode, kth_scores
+
+TASK_ROWS = 1 << 16
 
 
 @dataclass
@@ -25,94 +37,192 @@ class ScanResult:
     row_mean_scores: np.ndarray  # rows, each example's score averaged over the queries
 
 
-def _top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per query (row of scores), the k best (score desc, then row index asc) of the columns."""
-    n = scores.shape[1]
-    if n == 0:
-        empty = np.full((scores.shape[0], k), -np.inf), np.full((scores.shape[0], k), -1, dtype=np.int64)
-        return empty
-    # Ties broken by the smaller row index so the result is the same for any chunking.
-    order = np.lexsort((np.broadcast_to(rows, scores.shape), -scores), axis=1)[:, :k]
-    top_scores = np.take_along_axis(scores, order, axis=1)
-    top_rows = rows[order]
-    pad = k - top_scores.shape[1]
-    if pad > 0:
-        top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-        top_rows = np.pad(top_rows, ((0, 0), (0, pad)), constant_values=-1)
-    return top_scores, top_rows
+@dataclass(frozen=True)
+class ScanOptions:
+    """How a scan is cut up; none of these change its results."""
+
+    top_k: int = 10
+    task_rows: int = TASK_ROWS  # rows per task, in whole chunks: each task starts its lists empty
+    tile_rows: int = 1024  # rows per matrix product
+    query_batch: int = 256  # queries per matrix product: a tile's scores stay in cache
+    scheduler: str | None = "threads"  # a Dask scheduler name; None: the active distributed client
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.top_k <= 1024:
+            raise ValueError(f"top_k is {self.top_k}; the scan keeps 1 to 1,024 examples per list")
+        if not 1 <= self.tile_rows <= MAX_OFFSET:
+            raise ValueError(f"tile_rows is {self.tile_rows}; use 1 to {MAX_OFFSET:,}")
+        if self.task_rows < 1 or self.query_batch < 1:
+            raise ValueError("task_rows and query_batch must be at least 1")
 
 
-def _score_block(block, codes, scale, start, queries, n_providers, k):
-    scores = queries @ block.astype(queries.dtype, copy=False).T
-    if scale is not None:
-        scores = scores * scale[None, :]
-    scores = scores.astype(np.float64)
-    rows = np.arange(start, start + block.shape[0], dtype=np.int64)
-    top = _top_k(scores, rows, k)
-    p_scores = np.full((queries.shape[0], n_providers, k), -np.inf)
-    p_rows = np.full((queries.shape[0], n_providers, k), -1, dtype=np.int64)
-    credit = np.zeros((queries.shape[0], n_providers))
-    for p in np.unique(codes):
-        mine = codes == p
-        p_scores[:, p], p_rows[:, p] = _top_k(scores[:, mine], rows[mine], k)
-        credit[:, p] = scores[:, mine].sum(axis=1)
-    return top, (p_scores, p_rows), credit, scores.mean(axis=0)
+class RowSource(Protocol):
+    """Rows read a range at a time, as a tensor torch can widen to float32, times a per-row scale."""
+
+    @property
+    def n_rows(self) -> int: ...
+
+    @property
+    def chunk_rows(self) -> int: ...
+
+    def read(self, start: int, stop: int) -> tuple[torch.Tensor, np.ndarray | None]: ...
 
 
-def _merge_top(a, b, k):
-    scores = np.concatenate([a[0], b[0]], axis=-1)
-    rows = np.concatenate([a[1], b[1]], axis=-1)
-    # Empty slots (-inf, -1) sort last; ties again go to the smaller row index.
-    order = np.lexsort((np.where(rows < 0, np.iinfo(np.int64).max, rows), -scores), axis=-1)[..., :k]
-    return np.take_along_axis(scores, order, axis=-1), np.take_along_axis(rows, order, axis=-1)
+@dataclass(frozen=True)
+class RowsInMemory:
+    """An in-memory matrix as a row source (tests, benchmarks)."""
+
+    rows: np.ndarray
+    chunk_rows: int
+
+    @property
+    def n_rows(self) -> int:
+        return self.rows.shape[0]
+
+    def read(self, start: int, stop: int) -> tuple[torch.Tensor, np.ndarray | None]:
+        return torch.from_numpy(self.rows[start:stop]), None
 
 
-def _merge(a, b, k):
-    return (
-        _merge_top(a[0], b[0], k),
-        _merge_top(a[1], b[1], k),
-        a[2] + b[2],
-        np.concatenate([a[3], b[3]]),
-    )
+@dataclass
+class _Partial:
+    lists: GroupedTopK  # (provider, query) lists, group index provider * queries + query
+    credit: np.ndarray  # providers x queries
+    means: np.ndarray  # the range's rows
+
+
+def _scale(*factors: np.ndarray | None) -> torch.Tensor | None:
+    """The product of the per-row factors given (codec scale, row scale), or None for none."""
+    present = [f for f in factors if f is not None]
+    if not present:
+        return None
+    scale = np.array(present[0], dtype=np.float32)
+    for factor in present[1:]:
+        scale *= factor
+    return torch.from_numpy(scale)
+
+
+class _RangeScan:
+    """The running state of one task. Its rows come in order, so a later row never wins a tie."""
+
+    def __init__(self, queries: torch.Tensor, n_providers: int, n_rows: int, options: ScanOptions):
+        self.queries = queries
+        self.n_queries = queries.shape[0]
+        self.k = options.top_k
+        # One absorb touches at most the lists of one query batch, and a sort key has 16 bits for them.
+        self.query_batch = max(1, min(options.query_batch, MAX_GROUPS // n_providers))
+        self.lists = GroupedTopK.empty(n_providers * self.n_queries, options.top_k)
+        self.thresholds = np.full((n_providers, self.n_queries), -np.inf, dtype=np.float32)
+        self.credit = torch.zeros((n_providers, self.n_queries), dtype=torch.float64)
+        self.means = np.empty(n_rows)
+        self.buffer = torch.empty((options.tile_rows, queries.shape[1]), dtype=torch.float32)
+
+    def tile(self, codes: torch.Tensor, scale: torch.Tensor | None, providers: np.ndarray, first: int,
+             offset: int) -> None:
+        """Score one tile: rows `first`.. of the store, `offset`.. of this task's range."""
+        n = codes.shape[0]
+        rows = codes if codes.dtype == torch.float32 else self.buffer[:n].copy_(codes)
+        providers_t = torch.from_numpy(providers).long()
+        sums = torch.zeros(n, dtype=torch.float64)
+        for q0 in range(0, self.n_queries, self.query_batch):
+            q1 = min(q0 + self.query_batch, self.n_queries)
+            scores = rows @ self.queries[q0:q1].T
+            if scale is not None:
+                scores.mul_(scale[:, None])
+            sums += scores.sum(dim=1)
+            # float32 within a tile (at most tile_rows terms), float64 across tiles.
+            tile_credit = torch.zeros((self.credit.shape[0], q1 - q0), dtype=torch.float32)
+            self.credit[:, q0:q1] += tile_credit.index_add_(0, providers_t, scores)
+            self._absorb(scores.numpy(), providers, first, q0)
+        self.means[offset : offset + n] = (sums / self.n_queries).numpy()
+
+    def _absorb(self, scores: np.ndarray, providers: np.ndarray, first: int, q0: int) -> None:
+        width = scores.shape[1]
+        # Strictly greater: an equal score of this later row loses the tie to the list's k-th.
+        beats = np.flatnonzero(scores > self.thresholds[:, q0 : q0 + width][providers])
+        if beats.size == 0:
+            return
+        r, q = np.divmod(beats, width)
+        groups = providers[r].astype(np.int64) * self.n_queries + (q0 + q)
+        touched = self.lists.absorb(groups, scores.ravel()[beats], r, first)
+        self.thresholds.ravel()[touched] = kth_scores(self.lists.keys[touched])
+
+    def result(self) -> _Partial:
+        return _Partial(self.lists, self.credit.numpy(), self.means)
+
+
+def _scan_range(source: RowSource, start: int, stop: int, providers: np.ndarray, row_scale: np.ndarray | None,
+                queries: np.ndarray, n_providers: int, options: ScanOptions) -> _Partial:
+    scan = _RangeScan(torch.from_numpy(queries), n_providers, stop - start, options)
+    # Tiles grow from small to full size: while the lists are empty every score enters them, so
+    # the first rows are better absorbed in small numbers that soon raise the thresholds.
+    size = max(1, options.tile_rows // 16)
+    for chunk in range(start, stop, source.chunk_rows):
+        end = min(chunk + source.chunk_rows, stop)
+        codes, codec_scale = source.read(chunk, end)
+        a = 0
+        while a < end - chunk:
+            b = min(a + size, end - chunk)
+            at = chunk - start + a
+            scale = _scale(None if codec_scale is None else codec_scale[a:b],
+                           None if row_scale is None else row_scale[at : at + b - a])
+            scan.tile(codes[a:b], scale, providers[at : at + b - a], chunk + a, at)
+            a, size = b, min(2 * size, options.tile_rows)
+    return scan.result()
+
+
+def _merge(a: _Partial, b: _Partial) -> _Partial:
+    return _Partial(a.lists.merge(b.lists), a.credit + b.credit, np.concatenate([a.means, b.means]))
+
+
+def _result(partial: _Partial, n_providers: int, n_queries: int) -> ScanResult:
+    k = partial.lists.k
+    by_provider = partial.lists.keys.reshape(n_providers, n_queries, k).transpose(1, 0, 2)
+    overall = np.sort(by_provider.reshape(n_queries, n_providers * k), axis=1)[:, :k]
+    top_scores, top_rows = decode(overall)
+    provider_scores, provider_rows = decode(by_provider)
+    return ScanResult(top_scores, top_rows, provider_scores, provider_rows, partial.credit.T.copy(),
+                      partial.means)
 
 
 def scan_scores(
-    rows: da.Array,
+    source: RowSource,
     provider_codes: np.ndarray,
     n_providers: int,
     queries: np.ndarray,
-    *,
-    k: int = 10,
     row_scale: np.ndarray | None = None,
-    dtype: np.dtype = np.float32,
-    scheduler: str | None = "threads",
+    options: ScanOptions = ScanOptions(),
 ) -> ScanResult:
     """Score every row against every query in one chunked pass.
 
-    `queries` are preconditioned query rows (queries x K); `row_scale`, when given, multiplies
-    each row's scores (1/sqrt(self-influence) for relatif). `scheduler=None` uses the active
-    Dask client (a distributed cluster), else the named local scheduler.
+    `queries` are preconditioned query rows (queries x K); `provider_codes` each row's provider
+    (0 .. n_providers-1); `row_scale`, when given, multiplies each row's scores (1/sqrt(self-influence)
+    for relatif and cosine). Scores are float32 products; lists and credit are exact for them.
     """
-    if rows.ndim != 2 or rows.numblocks[1] != 1:
-        rows = rows.rechunk({1: -1})
-    queries = np.ascontiguousarray(queries, dtype=dtype)
-    if rows.shape[0] == 0:
+    n = source.n_rows
+    if n == 0:
         raise ValueError("the store has no rows to score")
-    shared_queries = dask.delayed(queries, pure=True)  # one graph node, not one copy per chunk
-    starts = np.cumsum((0,) + rows.chunks[0][:-1])
-    partials = []
-    for block, start, size in zip(rows.to_delayed().ravel(), starts, rows.chunks[0]):
-        stop = start + size
-        scale = None if row_scale is None else row_scale[start:stop]
-        partials.append(
-            dask.delayed(_score_block)(
-                block, provider_codes[start:stop], scale, int(start), shared_queries, n_providers, k
-            )
-        )
+    if n_providers > MAX_GROUPS:
+        raise ValueError(f"{n_providers:,} providers: the scan keeps lists for at most {MAX_GROUPS:,}")
+    if n > MAX_ROWS:
+        raise ValueError(f"{n:,} rows: the scan indexes rows with 32 bits (at most {MAX_ROWS:,})")
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    providers = np.asarray(provider_codes, dtype=np.int32)
+    if row_scale is not None:
+        row_scale = np.asarray(row_scale, dtype=np.float32)
+    # One graph node each, not one copy per task; pure=False skips hashing the data for a key.
+    shared_source = dask.delayed(source, pure=False)
+    shared_queries = dask.delayed(queries, pure=False)
+    span = source.chunk_rows * max(1, options.task_rows // source.chunk_rows)
+    partials = [
+        dask.delayed(_scan_range)(shared_source, start, min(start + span, n), providers[start : start + span],
+                                  None if row_scale is None else row_scale[start : start + span],
+                                  shared_queries, n_providers, options)
+        for start in range(0, n, span)
+    ]
     while len(partials) > 1:  # a balanced tree keeps every merge small
         partials = [
-            dask.delayed(_merge)(partials[i], partials[i + 1], k) if i + 1 < len(partials) else partials[i]
+            dask.delayed(_merge)(partials[i], partials[i + 1]) if i + 1 < len(partials) else partials[i]
             for i in range(0, len(partials), 2)
         ]
-    (top, p_top, credit, means), = dask.compute(partials[0], scheduler=scheduler)
-    return ScanResult(top[0], top[1], p_top[0], p_top[1], credit, means)
+    (partial,) = dask.compute(partials[0], scheduler=options.scheduler)
+    return _result(partial, n_providers, queries.shape[0])

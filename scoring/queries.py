@@ -20,7 +20,7 @@ from valuation.influence import PreconditionedQueries, safe_rsqrt
 from valuation.logra import LoGra
 from valuation.pipeline import LoggingOptions, log_examples
 
-from .engine import ScanResult, scan_scores
+from .engine import TASK_ROWS, ScanOptions, ScanResult, scan_scores
 
 Generator = Callable[[str], str]
 
@@ -122,7 +122,7 @@ def provider_sum_matrix(store: GradientStore, snapshot: StoredSnapshot, mode: In
 
 
 def check_credit(from_sums: np.ndarray, from_scan: np.ndarray) -> None:
-    """The two routes to provider credit must agree (float32 scan vs float64 sums)."""
+    """The two routes to provider credit must agree (the scan's float32 scores vs float64 sums)."""
     scale = max(float(np.abs(from_scan).max(initial=0.0)), 1e-30)
     worst = float(np.abs(from_sums - from_scan).max(initial=0.0)) / scale
     if worst > 1e-4:
@@ -139,7 +139,7 @@ class ScoreOptions:
     mode: InfluenceMode = "dot"
     snapshot_version: int | None = None  # latest when None
     top_k: int = 5
-    chunk_rows: int | None = None  # rows per Dask task; the store's chunk when None
+    task_rows: int = TASK_ROWS  # rows per Dask task, in whole store chunks
     dask_address: str | None = None  # a distributed scheduler; local threads when None
     logging: LoggingOptions = LoggingOptions()
 
@@ -156,17 +156,15 @@ def score_store(
     query_rows = scoring_queries(torch.from_numpy(logged.rows), snapshot, mode)
     scale = row_scale(store, snapshot, mode)
     codes, names = store.provider_codes()
-    rows = store.dask_rows()
-    if options.chunk_rows:
-        rows = rows.rechunk((options.chunk_rows, -1))
+    scan_options = ScanOptions(top_k=options.top_k, task_rows=options.task_rows,
+                               scheduler=None if options.dask_address else "threads")
     client = contextlib.nullcontext()
     if options.dask_address:
         from distributed import Client
 
         client = Client(options.dask_address)
     with client:
-        scan = scan_scores(rows, codes, len(names), query_rows, k=options.top_k, row_scale=scale,
-                           scheduler=None if options.dask_address else "threads")
+        scan = scan_scores(store.committed_rows(), codes, len(names), query_rows, scale, scan_options)
     credit = query_rows.astype(np.float64) @ provider_sum_matrix(store, snapshot, mode, names).T
     check_credit(credit, scan.credit)
     return StoreScores(scan, credit, names, codes, snapshot, logged.losses)

@@ -9,7 +9,8 @@ Dense gradients barely compress losslessly, so the bytes are saved by precision:
 - int8 with a per-row scale: <= 1/254 of the row's max-abs per element. A single global scale
   would flatten the small rows to zero.
 - float32: lossless.
-Decoding always returns float32.
+Decoding always returns float32; `widenable` hands the codes to torch as they are, for readers
+that widen them in cache-sized pieces (the scoring scan).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 import zarr
 from pydantic import BaseModel, ConfigDict, Field
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
@@ -165,3 +167,12 @@ def decode(encoded: EncodedRows, precision: Precision) -> np.ndarray:
     if precision == "bfloat16":
         return _decode_bfloat16(codes)
     return codes.astype(np.float32) * encoded.scale[:, None]
+
+
+def widenable(codes: np.ndarray, precision: Precision) -> torch.Tensor:
+    """Stored codes as a tensor whose plain copy into float32 gives the decoded rows (times the
+    per-row scale for scaled precisions). No copy here: bfloat16 bit patterns are viewed as
+    torch.bfloat16, whose widening to float32 is the same 16-bit shift as `decode`."""
+    if precision == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(codes).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(codes))

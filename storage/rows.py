@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 import zarr
 
-from .codecs import CodecConfig, EncodedRows, aux_compressors
+from .codecs import CodecConfig, EncodedRows, Precision, aux_compressors, widenable
 from .schema import INT_COLUMNS, META, ROW_SCALE, ROWS, STRING_COLUMNS, RowMetadata, StoredMetadata
 
 
@@ -98,3 +99,22 @@ class RowArrays:
             strings("example_id"), strings("provider"), self.columns["n_tokens"][start:stop],
             strings("snippet"), strings("shard"),
         )
+
+
+@dataclass(frozen=True)
+class CommittedRows:
+    """A store's committed rows, read range by range as stored; picklable, so a scan can read them
+    from other processes (scoring.engine's RowSource)."""
+
+    arrays: RowArrays
+    n_rows: int
+    precision: Precision
+
+    @property
+    def chunk_rows(self) -> int:
+        return self.arrays.chunk_rows
+
+    def read(self, start: int, stop: int) -> tuple[torch.Tensor, np.ndarray | None]:
+        """Rows [start, stop) as a tensor that widens to float32, and the per-row scale (or None)."""
+        encoded = self.arrays.read_encoded(start, min(stop, self.n_rows))
+        return widenable(encoded.codes, self.precision), encoded.scale

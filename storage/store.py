@@ -45,7 +45,7 @@ from .location import StoreLocation, open_root
 from .lock import committer_lock
 from .manifest import Manifest, ManifestEntry, column_digest, read_manifest_state
 from .projections import PROJECTIONS, checked_projections, load_projections, save_projections
-from .rows import RowArrays, create_row_arrays
+from .rows import CommittedRows, RowArrays, create_row_arrays
 from .schema import (
     ATTRS_KEY,
     MANIFEST,
@@ -485,6 +485,10 @@ class GradientStore:
         for start in range(0, self.n_rows, block_rows):
             stop = min(start + block_rows, self.n_rows)
             yield start, decode(arrays.read_encoded(start, stop), self.codec.precision)[:, columns]
+
+    def committed_rows(self) -> CommittedRows:
+        """The committed rows as stored, for readers that decode them piece by piece (the scan)."""
+        return CommittedRows(RowArrays.of(self.root()), self.n_rows, self.codec.precision)
 
     def dask_rows(self, module: str | None = None) -> da.Array:
         """Committed rows as a lazy float32 Dask array, one block per Zarr chunk."""

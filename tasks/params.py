@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sample import QUERIES_PATH, SHARDS_DIR
+from scoring.engine import TASK_ROWS
 from valuation.config import FisherConfig, InfluenceMode, ProjectionConfig
 
 SAMPLE_MODEL = "sample"
@@ -121,7 +122,7 @@ class ScoreParams(BaseModel):
     mode: InfluenceMode = Field(default="dot", description="dot (best LDS and LOPO here), cosine or relatif")
     snapshot: int | None = Field(default=None, description="Fisher snapshot version; latest when empty")
     top_k: int = Field(default=5, ge=1, le=100)
-    chunk_rows: int | None = Field(default=None, ge=1, description="rows per Dask task; the store's chunk when empty")
+    task_rows: int = Field(default=TASK_ROWS, ge=1, description="rows per Dask task, in whole store chunks")
     dask_address: str | None = Field(default=None, description="distributed scheduler address; threads when empty")
 
 

@@ -129,7 +129,7 @@ def score_and_report(params: ScoreParams) -> ScoreOutcome:
     queries = QuerySet.load(params.queries, generate)
     with loaded.lock:
         options = ScoreOptions(
-            mode=params.mode, snapshot_version=params.snapshot, top_k=params.top_k, chunk_rows=params.chunk_rows,
+            mode=params.mode, snapshot_version=params.snapshot, top_k=params.top_k, task_rows=params.task_rows,
             dask_address=params.dask_address, logging=loaded.logging_options(params.model),
         )
         scores = score_store(store, loaded.logra, loaded.tokenizer, queries, options)

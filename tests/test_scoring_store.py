@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from scoring.engine import scan_scores
+from scoring.engine import ScanOptions, scan_scores
 from scoring.normalization import normalize_rows
 from scoring.queries import provider_sum_matrix, scoring_queries
 from storage import CodecConfig, GradientStore, RowMetadata
@@ -59,7 +59,7 @@ def test_store_scores_equal_core_scores_and_sums_equal_row_sums(scored_store, mo
     codes, names = store.provider_codes()
     scale = None if mode == "dot" else (1 / np.sqrt(store.self_influence(stored.version)))
     query_rows = scoring_queries(queries, stored, mode)
-    scan = scan_scores(store.dask_rows(), codes, len(names), query_rows, k=5, row_scale=scale)
+    scan = scan_scores(store.committed_rows(), codes, len(names), query_rows, scale, ScanOptions(top_k=5))
     np.testing.assert_allclose(scan.top_scores, np.sort(core, axis=1)[:, ::-1][:, :5], rtol=1e-5)
 
     _, by_rows = credit_matrix(core, store.read_metadata().providers)
