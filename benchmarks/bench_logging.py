@@ -10,6 +10,7 @@ of the same width; its projection matrices are built before timing.
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -39,6 +40,9 @@ class LoggingConfig(BaseModel):
     vocab: int = Field(default=2048, ge=16)
     rank: int = Field(default=16, ge=1)
     repeats: int = Field(default=5, ge=1)
+    autocast: Literal["none", "bfloat16"] = Field(default="none", description="plain and LoGra passes under "
+                                                  "bfloat16 autocast (the dense baseline stays float32)")
+    dense: bool = Field(default=True, description="also time the dense-projection baseline")
 
     @field_validator("sizes")
     @classmethod
@@ -75,24 +79,28 @@ def bench_size(size: str, config: LoggingConfig, device: torch.device) -> dict:
     projection = ProjectionConfig(rank_in=config.rank, rank_out=config.rank)
     logra = LoGra(logra_model, projection)
 
+    dtype = torch.bfloat16 if config.autocast == "bfloat16" else None
+
     def plain() -> None:
         plain_model.zero_grad(set_to_none=True)
-        objective.losses(objective.forward(plain_model, batch), batch).sum().backward()
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            loss = objective.losses(objective.forward(plain_model, batch), batch).sum()
+        loss.backward()
 
     def logged() -> torch.Tensor:
-        return logra.log_batch(batch, objective).rows
+        return logra.log_batch(batch, objective, autocast_dtype=dtype).rows
 
     sampled = FisherConfig(estimator="true")
 
     def logged_true_fisher() -> torch.Tensor:  # a second backward pass, with labels drawn from the model
-        return logra.log_batch(batch, objective, fisher=sampled).fisher_rows
+        return logra.log_batch(batch, objective, fisher=sampled, autocast_dtype=dtype).fisher_rows
 
     # Dense baseline: full per-example gradients of the same tracked weights, then k x D Gaussians.
     tracked = select_modules(plain_model, projection)
     params = {k: v.detach() for k, v in plain_model.named_parameters()}
     weights = {f"{name}.weight": params[f"{name}.weight"] for name in tracked}
     project = DenseProjection(logra.layout, {name: params[f"{name}.weight"].numel() for name in tracked}, seed=0,
-                              device=device, dtype=torch.float32)
+                              device=device, dtype=torch.float32) if config.dense else None
 
     def example_loss(w: dict, ids: torch.Tensor) -> torch.Tensor:
         logits = functional_call(plain_model, {**params, **w}, (), {"input_ids": ids[None]}).logits
@@ -101,16 +109,19 @@ def bench_size(size: str, config: LoggingConfig, device: torch.device) -> dict:
     per_example = vmap(grad(example_loss), in_dims=(None, 0))
 
     def dense() -> torch.Tensor:
+        assert project is not None
         grads = per_example(weights, batch["input_ids"])
         return project({name: grads[f"{name}.weight"] for name in tracked})
 
-    actions = {"plain": plain, "logra": logged, "logra_true_fisher": logged_true_fisher, "dense": dense}
+    actions = {"plain": plain, "logra": logged, "logra_true_fisher": logged_true_fisher}
+    if config.dense:
+        actions["dense"] = dense
     seconds = median_seconds(actions, config.repeats, device)
     peaks = {name: peak_memory_bytes(action, device) for name, action in actions.items()}
     tokens = config.batch * config.seq
     state_bytes = {
         "logra": _numel_bytes(p for a in logra.adapters.values() for p in (a.p_in, a.p_out)),
-        "dense": project.nbytes,
+        **({"dense": project.nbytes} if project is not None else {}),
     }
     logra.remove()
     result = {
@@ -125,11 +136,14 @@ def bench_size(size: str, config: LoggingConfig, device: torch.device) -> dict:
         "peak_bytes": peaks,
         "overhead_vs_plain": seconds["logra"] / seconds["plain"],
         "true_fisher_overhead_vs_plain": seconds["logra_true_fisher"] / seconds["plain"],
-        "speedup_vs_dense": seconds["dense"] / seconds["logra"],
+        "autocast": config.autocast,
     }
+    if config.dense:
+        result["speedup_vs_dense"] = seconds["dense"] / seconds["logra"]
     if all(peaks.values()):
         result["memory_vs_plain"] = peaks["logra"] / peaks["plain"]
-        result["memory_dense_vs_logra"] = peaks["dense"] / peaks["logra"]
+        if config.dense:
+            result["memory_dense_vs_logra"] = peaks["dense"] / peaks["logra"]
     return result
 
 

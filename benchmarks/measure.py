@@ -14,6 +14,7 @@ import gc
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -55,22 +56,50 @@ def peak_memory_bytes(work: Callable[[], object], device: torch.device) -> int |
     return (_status_kib("VmHWM") - start) * 1024
 
 
-def median_seconds(actions: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
-    """Median wall time of each action, run in interleaved rounds after one warm-up each, so a
-    slow spell of a shared machine hits every action alike."""
-    def timed(action: Callable[[], object]) -> float:
+@dataclass
+class Rounds:
+    """Wall and process-CPU seconds of each action, one entry per interleaved round."""
+
+    wall: dict[str, list[float]]
+    cpu: dict[str, list[float]]
+
+    def medians(self) -> dict[str, float]:
+        return {name: statistics.median(values) for name, values in self.wall.items()}
+
+    def ratios(self, baseline: str, clock: str = "wall") -> dict[str, dict[str, float]]:
+        """Per action, baseline time / action time taken round by round (so a slow spell of the
+        machine moves both alike): median, min and max over the rounds."""
+        times = getattr(self, clock)
+        out = {}
+        for name, values in times.items():
+            per_round = [b / v for b, v in zip(times[baseline], values)]
+            out[name] = {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round)}
+        return out
+
+
+def timed_rounds(actions: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> Rounds:
+    """Each action once to warm up, then `repeats` rounds running every action in turn. CPU time
+    is the whole process's (all threads): on a shared machine it counts this work, not the wait."""
+    def timed(action: Callable[[], object]) -> tuple[float, float]:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         action()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        return time.perf_counter() - start
+        return time.perf_counter() - wall, time.process_time() - cpu
 
     for action in actions.values():
         action()
-    times: dict[str, list[float]] = {name: [] for name in actions}
+    rounds = Rounds({name: [] for name in actions}, {name: [] for name in actions})
     for _ in range(repeats):
         for name, action in actions.items():
-            times[name].append(timed(action))
-    return {name: statistics.median(values) for name, values in times.items()}
+            wall, cpu = timed(action)
+            rounds.wall[name].append(wall)
+            rounds.cpu[name].append(cpu)
+    return rounds
+
+
+def median_seconds(actions: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
+    """Median wall time of each action over interleaved rounds (see `timed_rounds`)."""
+    return timed_rounds(actions, repeats, device).medians()

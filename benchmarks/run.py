@@ -32,12 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-results"),
                         help="output directory (default: %(default)s)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
-    parser.add_argument("--device", default="auto", help="logging device: auto (CUDA when present), cpu, cuda")
+    parser.add_argument("--device", default="auto", help="logging and scoring device: auto (CUDA when present), "
+                        "cpu, cuda")
     parser.add_argument("--sizes", nargs="+", help="logging: GPT-2 sizes (gpt2-64x2 gpt2-128x4 gpt2-256x6; "
                         "default: the first two)")
     parser.add_argument("--batch", type=int, help="logging: examples per batch (default: 8)")
     parser.add_argument("--seq", type=int, help="logging: tokens per example (default: 128)")
-    parser.add_argument("--rows", type=int, help="scoring: rows in the store (default: 32768)")
+    parser.add_argument("--autocast", choices=("none", "bfloat16"), help="logging: autocast of the plain and "
+                        "LoGra passes (default: none)")
+    parser.add_argument("--no-dense", action="store_true", help="logging: skip the dense-projection baseline")
+    parser.add_argument("--rows", type=int, nargs="+", help="scoring: store sizes (default: 200000 1000000)")
+    parser.add_argument("--queries", type=int, nargs="+", help="scoring: query counts (default: 64 256)")
+    parser.add_argument("--threads", type=int, help="scoring: cores for the baseline and the scan alike "
+                        "(default: 1, the process pinned to one CPU)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; medians are reported")
     parser.add_argument("--workdir", help="where temporary stores go (default: the system's temporary directory)")
 
@@ -63,9 +70,32 @@ def _mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value / MB:,.1f}"
 
 
+def _num(value: float | None, pattern: str) -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _ratio(r: dict) -> str:
+    return f"{r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})"
+
+
+def render_scoring(cases: list[dict]) -> str:
+    first = cases[0]
+    rows = []
+    for r in cases:
+        for name in r["seconds"]:
+            rows.append([f"{r['rows']:,}", str(r["queries"]), name.replace("_", " "), f"{r['seconds'][name]:.3f}",
+                         f"{r['pairs_per_s'][name] * 2 * r['width'] / 1e9:.1f}", _ratio(r["vs_matmul"][name]),
+                         _ratio(r["vs_matmul_cpu"][name]), _mb(r["peak_bytes"][name])])
+    return (f"**Scoring**, width {first['width']:,}, store codec {first['precision']}, chunks of "
+            f"{first['chunk_rows']:,} rows, on {first['device']} with {first['threads']} core(s) for each path; "
+            f"median (min-max) of {first['repeats']} paired rounds; a ratio is matmul time / path time:\n\n"
+            + _table(["rows", "queries", "path", "median s", "GFLOP/s", "vs in-memory matmul (wall)",
+                      "vs matmul (CPU time)", "peak MB"], rows))
 
 
 def render(results: dict) -> str:
@@ -77,25 +107,19 @@ def render(results: dict) -> str:
         for r in results["logging"]:
             t, p, s = r["tokens_per_s"], r["peak_bytes"], r["state_bytes"]
             rows.append([
-                r["size"], f"{r['params']:,}", f"{r['tracked_params']:,}", f"{r['row_width']:,}",
-                f"{t['plain']:,.0f}", f"{t['logra']:,.0f}", f"{t['dense']:,.0f}",
+                r["size"], r.get("autocast", "none"), f"{r['params']:,}", f"{r['tracked_params']:,}",
+                f"{r['row_width']:,}", f"{t['plain']:,.0f}", f"{t['logra']:,.0f}", _num(t.get("dense"), "{:,.0f}"),
                 f"**{r['overhead_vs_plain']:.2f}x**", f"{r['true_fisher_overhead_vs_plain']:.2f}x",
-                f"**{r['speedup_vs_dense']:.2f}x**",
-                f"{_mb(p['plain'])} / {_mb(p['logra'])} / {_mb(p['dense'])}", f"{_mb(s['logra'])} / {_mb(s['dense'])}",
+                _num(r.get("speedup_vs_dense"), "**{:.2f}x**"),
+                f"{_mb(p['plain'])} / {_mb(p['logra'])} / {_mb(p.get('dense'))}",
+                f"{_mb(s['logra'])} / {_mb(s.get('dense'))}",
             ])
         parts.append("**Logging** (tokens/s; time ratios; peak MB above the starting level):\n\n" + _table(
-            ["model", "params", "tracked weights", "row width", "plain fwd+bwd tok/s", "LoGra tok/s",
+            ["model", "autocast", "params", "tracked weights", "row width", "plain fwd+bwd tok/s", "LoGra tok/s",
              "dense tok/s", "LoGra time / plain", "LoGra + sampled-label Fisher time / plain", "dense time / LoGra",
-             "peak MB plain / LoGra / dense",
-             "projection MB LoGra / dense"], rows))
+             "peak MB plain / LoGra / dense", "projection MB LoGra / dense"], rows))
     if "scoring" in results:
-        r = results["scoring"]
-        rows = [[name.replace("_", " "), f"{r['pairs_per_s'][name]:,.0f}",
-                 f"{r['pairs_per_s'][name] * 2 * r['width'] / 1e9:.1f}", f"{r['vs_matmul'][name]:.2f}x",
-                 _mb(r["peak_bytes"][name])] for name in r["seconds"]]
-        parts.append(f"**Scoring** {r['rows']:,} rows x {r['queries']} queries, width {r['width']:,}, "
-                     f"store codec {r['precision']}, chunks of {r['chunk_rows']:,} rows:\n\n"
-                     + _table(["path", "pairs/s", "GFLOP/s", "vs in-memory matmul", "peak MB"], rows))
+        parts.append(render_scoring(results["scoring"]))
     if "incrementality" in results:
         r = results["incrementality"]
         rows = [[str(n), f"{s:.3f}", f"{ratio:.2f}x"]
@@ -120,15 +144,18 @@ def run(args: argparse.Namespace) -> dict:
     from .bench_logging import LoggingConfig, bench_logging
     from .bench_scoring import ScoringConfig, bench_incrementality, bench_scoring
 
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
     try:  # every option checked before the first minute of measuring
         logging = LoggingConfig(**_given(sizes=args.sizes and tuple(args.sizes), batch=args.batch, seq=args.seq,
-                                         repeats=args.repeats))
-        scoring = ScoringConfig(**_given(rows=args.rows), repeats=max(1, args.repeats // 2))
+                                         repeats=args.repeats, autocast=args.autocast,
+                                         dense=False if args.no_dense else None))
+        scoring = ScoringConfig(**_given(rows=args.rows and tuple(args.rows),
+                                         queries=args.queries and tuple(args.queries), threads=args.threads),
+                                repeats=args.repeats, device=str(device))
     except ValidationError as err:
         problem = err.errors()[0]
         raise SystemExit(f"benchmarks: invalid option {problem['loc'][0]}: {problem['msg']}") from None
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
     results: dict = {"environment": _environment(device), "device": str(device), "sections": list(args.only)}
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         workdir = Path(tmp)

@@ -46,6 +46,7 @@ class ScanOptions:
     tile_rows: int = 1024  # rows per matrix product
     query_batch: int = 256  # queries per matrix product: a tile's scores stay in cache
     scheduler: str | None = "threads"  # a Dask scheduler name; None: the active distributed client
+    device: str = "cpu"  # where the tiles are multiplied ("cuda": the matmuls on a GPU, selection on CPU)
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 1024:
@@ -70,9 +71,9 @@ class RowSource(Protocol):
 
 @dataclass(frozen=True)
 class RowsInMemory:
-    """An in-memory matrix as a row source (tests, benchmarks)."""
+    """An in-memory matrix (numpy, or a torch tensor such as bfloat16 rows) as a row source."""
 
-    rows: np.ndarray
+    rows: np.ndarray | torch.Tensor
     chunk_rows: int
 
     @property
@@ -80,7 +81,7 @@ class RowsInMemory:
         return self.rows.shape[0]
 
     def read(self, start: int, stop: int) -> tuple[torch.Tensor, np.ndarray | None]:
-        return torch.from_numpy(self.rows[start:stop]), None
+        return torch.as_tensor(self.rows[start:stop]), None
 
 
 @dataclass
@@ -105,24 +106,28 @@ class _RangeScan:
     """The running state of one task. Its rows come in order, so a later row never wins a tie."""
 
     def __init__(self, queries: torch.Tensor, n_providers: int, n_rows: int, options: ScanOptions):
-        self.queries = queries
+        self.device = torch.device(options.device)
+        self.queries = queries.to(self.device)
         self.n_queries = queries.shape[0]
         self.k = options.top_k
         # One absorb touches at most the lists of one query batch, and a sort key has 16 bits for them.
         self.query_batch = max(1, min(options.query_batch, MAX_GROUPS // n_providers))
         self.lists = GroupedTopK.empty(n_providers * self.n_queries, options.top_k)
         self.thresholds = np.full((n_providers, self.n_queries), -np.inf, dtype=np.float32)
-        self.credit = torch.zeros((n_providers, self.n_queries), dtype=torch.float64)
+        self.credit = torch.zeros((n_providers, self.n_queries), dtype=torch.float64, device=self.device)
         self.means = np.empty(n_rows)
-        self.buffer = torch.empty((options.tile_rows, queries.shape[1]), dtype=torch.float32)
+        self.buffer = torch.empty((options.tile_rows, queries.shape[1]), dtype=torch.float32, device=self.device)
 
     def tile(self, codes: torch.Tensor, scale: torch.Tensor | None, providers: np.ndarray, first: int,
              offset: int) -> None:
         """Score one tile: rows `first`.. of the store, `offset`.. of this task's range."""
         n = codes.shape[0]
-        rows = codes if codes.dtype == torch.float32 else self.buffer[:n].copy_(codes)
-        providers_t = torch.from_numpy(providers).long()
-        sums = torch.zeros(n, dtype=torch.float64)
+        on_cpu = self.device.type == "cpu"
+        rows = codes if codes.dtype == torch.float32 and on_cpu else self.buffer[:n].copy_(codes)
+        providers_t = torch.from_numpy(providers).to(self.device, torch.long)
+        if scale is not None:
+            scale = scale.to(self.device)
+        sums = torch.zeros(n, dtype=torch.float64, device=self.device)
         for q0 in range(0, self.n_queries, self.query_batch):
             q1 = min(q0 + self.query_batch, self.n_queries)
             scores = rows @ self.queries[q0:q1].T
@@ -130,10 +135,10 @@ class _RangeScan:
                 scores.mul_(scale[:, None])
             sums += scores.sum(dim=1)
             # float32 within a tile (at most tile_rows terms), float64 across tiles.
-            tile_credit = torch.zeros((self.credit.shape[0], q1 - q0), dtype=torch.float32)
+            tile_credit = torch.zeros((self.credit.shape[0], q1 - q0), dtype=torch.float32, device=self.device)
             self.credit[:, q0:q1] += tile_credit.index_add_(0, providers_t, scores)
-            self._absorb(scores.numpy(), providers, first, q0)
-        self.means[offset : offset + n] = (sums / self.n_queries).numpy()
+            self._absorb(scores.cpu().numpy(), providers, first, q0)
+        self.means[offset : offset + n] = (sums / self.n_queries).cpu().numpy()
 
     def _absorb(self, scores: np.ndarray, providers: np.ndarray, first: int, q0: int) -> None:
         width = scores.shape[1]
@@ -147,7 +152,7 @@ class _RangeScan:
         self.thresholds.ravel()[touched] = kth_scores(self.lists.keys[touched])
 
     def result(self) -> _Partial:
-        return _Partial(self.lists, self.credit.numpy(), self.means)
+        return _Partial(self.lists, self.credit.cpu().numpy(), self.means)
 
 
 def _scan_range(source: RowSource, start: int, stop: int, providers: np.ndarray, row_scale: np.ndarray | None,

@@ -1,20 +1,37 @@
-"""`python -m benchmarks.run` runs end to end at toy sizes and writes its JSON and Markdown."""
+"""`python -m benchmarks.run` and the prepared GPU check run end to end at toy sizes (smoke tests:
+nothing here is timed) and write their JSON and Markdown."""
 
 import json
 
 import pytest
 
+from benchmarks import gpu_check
 from benchmarks.run import main
 
 
 @pytest.mark.slow
 def test_bench_command_writes_ratios(tmp_path):
     argv = ["--only", "logging", "scoring", "incrementality", "--sizes", "gpt2-64x2", "--batch", "2",
-            "--seq", "16", "--rows", "1024", "--repeats", "1", "--out", str(tmp_path)]
+            "--seq", "16", "--rows", "1024", "--queries", "4", "--repeats", "1", "--out", str(tmp_path)]
     main(argv)
     results = json.loads((tmp_path / "bench.json").read_text())
     (logging,) = results["logging"]
     assert logging["overhead_vs_plain"] > 0 and logging["speedup_vs_dense"] > 0
-    assert results["scoring"]["vs_matmul"]["matmul_in_memory"] == 1.0
+    (scoring,) = results["scoring"]
+    assert scoring["vs_matmul"]["matmul_in_memory"]["median"] == 1.0
+    assert scoring["vs_matmul_cpu"]["scan_from_store"]["median"] > 0
     assert len(results["incrementality"]["commit_seconds"]) == 9
     assert "LoGra time / plain" in (tmp_path / "bench.md").read_text()
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_cpu_at_toy_size(tmp_path):
+    gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "bench.json").read_text())
+    assert results["device"] == "cpu"
+    (logging,) = results["logging"]
+    assert logging["autocast"] == "bfloat16" and "dense" not in logging["seconds"]
+    assert logging["true_fisher_overhead_vs_plain"] > 0
+    (scoring,) = results["scoring"]
+    assert scoring["device"] == "cpu" and scoring["vs_matmul"]["scan_from_store"]["median"] > 0
+    assert "vs in-memory matmul" in (tmp_path / "bench.md").read_text()
