@@ -212,8 +212,12 @@ def scan_scores(
         raise ValueError(f"{n:,} rows: the scan indexes rows with 32 bits (at most {MAX_ROWS:,})")
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     providers = np.asarray(provider_codes, dtype=np.int32)
+    if providers.shape != (n,) or providers.min() < 0 or providers.max() >= n_providers:
+        raise ValueError(f"provider_codes must give each of the {n:,} rows a provider in 0..{n_providers - 1}")
     if row_scale is not None:
         row_scale = np.asarray(row_scale, dtype=np.float32)
+        if row_scale.shape != (n,):
+            raise ValueError(f"row_scale has shape {row_scale.shape}; the source has {n:,} rows")
     # One graph node each, not one copy per task; pure=False skips hashing the data for a key.
     shared_source = dask.delayed(source, pure=False)
     shared_queries = dask.delayed(queries, pure=False)

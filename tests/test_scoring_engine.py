@@ -160,6 +160,13 @@ def test_bad_options_and_empty_stores_are_refused():
         ScanOptions(tile_rows=1 << 20)
     with pytest.raises(ValueError, match="no rows"):
         scan_scores(RowsInMemory(np.zeros((0, K), np.float32), 8), np.zeros(0, int), 1, np.ones((1, K)))
+    rows, codes, queries, scale = exact_data()
+    with pytest.raises(ValueError, match="provider_codes"):
+        scan_scores(RowsInMemory(rows, 64), codes[:-1], P, queries)
+    with pytest.raises(ValueError, match="provider_codes"):
+        scan_scores(RowsInMemory(rows, 64), codes, 2, queries)
+    with pytest.raises(ValueError, match="row_scale"):
+        scan_scores(RowsInMemory(rows, 64), codes, P, queries, scale[:10])
 
 
 def test_provider_summary_shares_and_band():
