@@ -39,7 +39,11 @@ class Method(BaseModel):
     gradients: Gradients = "logra"
     rank: int = Field(default=16, ge=1, description="k_in = k_out per module (logra, dense)")
     init: InitMethod = "random"
-    seeds: tuple[int, ...] = Field(default=(0,), min_length=1, description="projection seeds; >1: an ensemble")
+    seeds: tuple[int, ...] = Field(
+        default=(0,), min_length=1,
+        description="projection seeds; >1: an ensemble. PCA: 0 fits on all training data, s > 0 on the "
+        "random half drawn with seed s (what moves PCA credit is the calibration data)",
+    )
     fisher: FisherChoice = "empirical"
     samples: int = Field(default=1, ge=1, description="sampled labels per example (fisher='true')")
     damping: float = Field(default=0.1, ge=0)
@@ -77,6 +81,21 @@ class Method(BaseModel):
     @property
     def fisher_config(self) -> FisherConfig:
         return FisherConfig(estimator="empirical" if self.fisher == "none" else self.fisher, samples=self.samples)
+
+
+def half_of(batches: list, n_train: int, seed: int) -> list:
+    """The batches cut to a random half of the training examples (drawn with `seed`)."""
+    keep = np.zeros(n_train, dtype=bool)
+    keep[np.random.default_rng(seed).choice(n_train, size=n_train // 2, replace=False)] = True
+    out, start = [], 0
+    for batch in batches:
+        size = len(batch["example_ids"])
+        rows = np.flatnonzero(keep[start : start + size])
+        start += size
+        if rows.size:
+            out.append({k: v[torch.as_tensor(rows)] if isinstance(v, torch.Tensor) else [v[i] for i in rows]
+                        for k, v in batch.items()})
+    return out
 
 
 @dataclass
@@ -143,7 +162,8 @@ class Scorer:
         task, config = self.task, self._projection(method, seed)
         fisher = method.fisher_config
         if method.init == "pca":
-            logra = LoGra.with_pca(task.model, config, task.train_batches, task.objective, fisher)
+            calibration = task.train_batches if seed == 0 else half_of(task.train_batches, task.n_train, seed)
+            logra = LoGra.with_pca(task.model, config, calibration, task.objective, fisher)
         else:
             logra = LoGra(task.model, config)
         try:

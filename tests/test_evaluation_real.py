@@ -114,3 +114,19 @@ def test_masked_fine_tune_replays_the_same_batches():
 
     assert torch.equal(weights(None), weights([True] * 5))
     assert not torch.equal(weights(None), weights([True, True, False, True, True]))
+
+
+def test_pca_stability_varies_the_calibration_half():
+    from evaluation.methods import half_of
+    from evaluation.runner import seed_stability
+    from evaluation.tasks import classification_task
+
+    task = classification_task()
+    half = half_of(task.train_batches, task.n_train, seed=1)
+    assert sum(len(b["example_ids"]) for b in half) == task.n_train // 2
+    other = half_of(task.train_batches, task.n_train, seed=2)
+    assert [b["example_ids"] for b in half] != [b["example_ids"] for b in other]
+    result = seed_stability(Scorer(task), task.providers, Method(rank=4, init="pca", fisher="exact", mode="dot"),
+                            (0, 1, 2))
+    assert result["varies"] == "calibration half" and result["seeds"] == [1, 2, 3]
+    assert -1 <= result["spearman_min"] <= result["spearman_mean"] <= 1
