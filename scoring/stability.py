@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from valuation import FisherConfig, LoGra, PreconditionedQueries, ProjectionConfig, influence_scores
-from valuation.config import InfluenceMode
+from valuation.config import DEFAULT_MODE, InfluenceMode
 from valuation.credit import credit_matrix, positive_shares
 from valuation.data import Example
 from valuation.pipeline import LoggingOptions, log_examples
@@ -43,7 +43,7 @@ def credit_under_seed(model, tokenizer, examples: Sequence[Example], queries: Se
 
 def seed_stability(model, tokenizer, examples: Sequence[Example], queries: Sequence[Example], *,
                    projection: ProjectionConfig, seeds: Sequence[int], fisher: FisherConfig | None = None,
-                   mode: InfluenceMode = "relatif", options: LoggingOptions = LoggingOptions()) -> Stability:
+                   mode: InfluenceMode = DEFAULT_MODE, options: LoggingOptions = LoggingOptions()) -> Stability:
     if len(seeds) < 2:
         raise ValueError("stability needs at least two seeds")
     fisher = fisher or FisherConfig()

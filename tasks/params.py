@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sample import QUERIES_PATH, SHARDS_DIR
 from scoring.engine import TASK_ROWS
-from valuation.config import FisherConfig, InfluenceMode, ProjectionConfig
+from valuation.config import DEFAULT_MODE, FisherConfig, InfluenceMode, ProjectionConfig
 
 SAMPLE_MODEL = "sample"
 SETTLE_SECONDS = Field(
@@ -85,8 +85,8 @@ class IngestParams(BaseModel):
     )
     model: ModelParams = ModelParams()
     projection: ProjectionConfig = ProjectionConfig()
-    # Sampled labels: LDS 0.86 vs 0.62 for the empirical Fisher on the sample LM (docs/evaluation.md).
-    fisher: FisherConfig = FisherConfig(estimator="true")
+    # The core's defaults (four sampled labels per token; docs/evaluation.md says why).
+    fisher: FisherConfig = FisherConfig()
     max_shard_mb: float = Field(default=256.0, gt=0, description="larger shards are quarantined")
     settle_seconds: float = SETTLE_SECONDS
 
@@ -105,7 +105,8 @@ class RefreshParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     workspace: Workspace = Workspace()
-    damping: float = Field(default=0.1, ge=0.0, description="alpha in lambda = alpha * mean eigenvalue")
+    damping: float = Field(default=FisherConfig().damping, ge=0.0,
+                           description="alpha in lambda = alpha * mean eigenvalue")
     policy: RefreshPolicy = RefreshPolicy()
 
 
@@ -119,7 +120,8 @@ class ScoreParams(BaseModel):
         "of up to this many tokens first (0: such queries are an error)",
     )
     model: ModelParams = ModelParams()
-    mode: InfluenceMode = Field(default="dot", description="dot (best LDS and LOPO here), cosine or relatif")
+    mode: InfluenceMode = Field(default=DEFAULT_MODE, description="dot (best on the real tasks of docs/evaluation.md), "
+                                "cosine or relatif")
     snapshot: int | None = Field(default=None, description="Fisher snapshot version; latest when empty")
     top_k: int = Field(default=5, ge=1, le=100)
     task_rows: int = Field(default=TASK_ROWS, ge=1, description="rows per Dask task, in whole store chunks")
@@ -136,10 +138,10 @@ class NightlyParams(BaseModel):
     queries: str = ScoreParams.model_fields["queries"].default
     model: ModelParams = ModelParams()
     projection: ProjectionConfig = ProjectionConfig()
-    fisher: FisherConfig = FisherConfig(estimator="true")
+    fisher: FisherConfig = FisherConfig()
     refresh: RefreshPolicy = RefreshPolicy()
     settle_seconds: float = SETTLE_SECONDS
-    mode: InfluenceMode = "dot"
+    mode: InfluenceMode = DEFAULT_MODE
     top_k: int = Field(default=5, ge=1, le=100)
     dask_address: str | None = None
 

@@ -56,7 +56,7 @@ def test_several_sampled_labels_average_reproducibly_and_count_examples_once():
     four = FisherConfig(estimator="true", samples=4, sample_seed=3)
     first = logra.log_batch(batch, fisher=four)
     again = logra.log_batch(batch, fisher=four)
-    one = logra.log_batch(batch, fisher=FisherConfig(estimator="true", sample_seed=3))
+    one = logra.log_batch(batch, fisher=FisherConfig(estimator="true", samples=1, sample_seed=3))
     logra.remove()
     assert first.fisher_rows.shape == (3, 4, logra.layout.total)
     assert torch.equal(first.fisher_rows, again.fisher_rows)

@@ -131,7 +131,7 @@ def test_true_fisher_rows_use_sampled_labels_reproducibly():
     model = tiny_gpt2(dtype=torch.float32)
     batch = lm_batch([12, 7, 4])
     logra = LoGra(model, ProjectionConfig(rank_in=4, rank_out=4))
-    true = FisherConfig(estimator="true", sample_seed=3)
+    true = FisherConfig(estimator="true", samples=1, sample_seed=3)
     first = logra.log_batch(batch, fisher=true)
     again = logra.log_batch(batch, fisher=true)
     assert torch.equal(first.fisher_rows, again.fisher_rows)

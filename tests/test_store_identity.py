@@ -19,7 +19,8 @@ def test_rows_with_another_fisher_estimator_are_refused_naming_both(tmp_path):
     assert store.attributes.fisher == FisherConfig(estimator="true", sample_seed=3).model_dump(exclude={"damping"})
     shard, rows, meta = make_shard(0)
     with pytest.raises(RowsInvalidError, match=r"sums the true Fisher.*come with the empirical Fisher"):
-        store.commit_shard(shard, rows, meta, spec=make_spec(), model_fingerprint=MODEL, fisher=FisherConfig())
+        store.commit_shard(shard, rows, meta, spec=make_spec(), model_fingerprint=MODEL,
+                           fisher=FisherConfig(estimator="empirical"))
     with pytest.raises(RowsInvalidError, match="sample_seed: 3 vs 4"):
         store.stage("w0", spec=make_spec(), model_fingerprint=MODEL,
                     fisher=FisherConfig(estimator="true", sample_seed=4))

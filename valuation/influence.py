@@ -15,7 +15,7 @@ from typing import Protocol
 
 import torch
 
-from .config import InfluenceMode
+from .config import DEFAULT_MODE, InfluenceMode
 from .fisher import FisherSnapshot
 
 
@@ -42,7 +42,7 @@ class PreconditionedQueries:
 def influence_scores(
     queries: PreconditionedQueries,
     train_rows: torch.Tensor,
-    mode: InfluenceMode = "dot",
+    mode: InfluenceMode = DEFAULT_MODE,
     train_self_influence: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Scores (n_queries x n_train) in float64."""
@@ -107,7 +107,7 @@ class Influence:
         """g^T (F + lambda)^-1 g per row, float64."""
         return self.fisher.self_influence(_rows_and_ids(rows)[0])
 
-    def scores(self, queries: Rows, train: Rows, mode: InfluenceMode = "dot") -> torch.Tensor:
+    def scores(self, queries: Rows, train: Rows, mode: InfluenceMode = DEFAULT_MODE) -> torch.Tensor:
         """queries x train scores; positive means the training example helped."""
         query_rows, _ = _rows_and_ids(queries)
         train_rows, _ = _rows_and_ids(train)
@@ -119,7 +119,7 @@ class Influence:
         train_self = None if mode == "dot" else self.fisher.self_influence(train_rows)
         return influence_scores(pre, train_rows, mode, train_self)
 
-    def top_k(self, queries: Rows, train: Rows, k: int = 10, mode: InfluenceMode = "dot") -> TopK:
+    def top_k(self, queries: Rows, train: Rows, k: int = 10, mode: InfluenceMode = DEFAULT_MODE) -> TopK:
         """The k highest-scoring training examples per query, with their ids when `train` has them."""
         _, query_ids = _rows_and_ids(queries)
         _, train_ids = _rows_and_ids(train)
