@@ -90,7 +90,7 @@ def bench_size(size: str, config: LoggingConfig, device: torch.device) -> dict:
     def logged() -> torch.Tensor:
         return logra.log_batch(batch, objective, autocast_dtype=dtype).rows
 
-    sampled = FisherConfig(estimator="true")
+    sampled = FisherConfig(estimator="true", samples=1)  # the figures below: one label per token
 
     def logged_true_fisher() -> torch.Tensor:  # a second backward pass, with labels drawn from the model
         return logra.log_batch(batch, objective, fisher=sampled, autocast_dtype=dtype).fisher_rows
