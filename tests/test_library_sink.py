@@ -69,7 +69,8 @@ def test_store_sink_refuses_rows_it_cannot_keep(tmp_path):
         log_into_sink(model, unnamed, StoreSink(str(tmp_path / "a.zarr"), providers="acme"), CONFIG)
     with pytest.raises(Exception, match=r"example 'doc-0' has no provider"):
         log_into_sink(model, named_batches(1), StoreSink(str(tmp_path / "b.zarr"), providers={}), CONFIG)
-    log_into_sink(model, named_batches(1), StoreSink(str(tmp_path / "c.zarr"), providers="acme"), CONFIG)
+    log_into_sink(model, named_batches(1), StoreSink(str(tmp_path / "c.zarr"), providers="acme"), CONFIG,
+                  fisher=FisherConfig(estimator="empirical"))
     with pytest.raises(Exception, match="sums the empirical Fisher"):
         log_into_sink(model, named_batches(1), StoreSink(str(tmp_path / "c.zarr"), providers="acme"), CONFIG,
                       fisher=FisherConfig(estimator="true"))
