@@ -2,7 +2,7 @@
 them, and the upgrade keeps every row and sums the partials exactly.
 
 tests/data/store_schema1.zarr was written by the schema-1 code (commit b581979): three shards
-of make_shard(0, 20), (1, 13), (2, 25), FisherConfig(sample_seed=3), one snapshot with
+of make_shard(0, 20), (1, 13), (2, 25), FisherConfig(sample_seed=3) (then the empirical Fisher), one snapshot with
 self-influence and normalised provider sums.
 """
 
@@ -88,5 +88,5 @@ def test_migration_sums_the_per_shard_partials_and_keeps_every_row(legacy):
 
     # and it takes new shards as any store does
     result = store.commit_shard(*make_shard(5, 10), spec=SPEC, model_fingerprint=MODEL,
-                                fisher=FisherConfig(sample_seed=3))
+                                fisher=FisherConfig(estimator="empirical", sample_seed=3))
     assert result.committed and store.fisher_partial().count == 68 and verify_store(legacy) == []
