@@ -87,14 +87,26 @@ class StoreAttributes(BaseModel):
         return GradientLayout.from_dict(self.projection_spec["layout"])
 
 
+# What an estimator setting was before its field existed: a stored identity that lacks the field
+# was written then, and its sums were made that way (one label per token before `samples`).
+LEGACY_FISHER_FIELDS: dict[str, Any] = {"samples": 1}
+SAMPLED_LABEL_FIELDS = ("samples", "sample_seed")  # meaningful to the sampled-label estimator only
+
+
 def fisher_identity(config: FisherConfig | dict[str, Any] | None) -> dict[str, Any]:
     """Everything of a FisherConfig that changes what the summed rows are: all of it but the
-    damping (applied only when a snapshot is built). New fields join the identity by default; a
-    stored identity that lacks one had its default (it was written before the field existed)."""
-    defaults = FisherConfig().model_dump(mode="json", exclude={"damping"})
+    damping (applied only when a snapshot is built), and the sampled-label settings only for the
+    sampled-label estimator, so an empirical store never refuses rows over a seed it never used.
+    New fields join the identity by default; a stored identity without one was written before the
+    field existed and gets its value of that time (LEGACY_FISHER_FIELDS), never today's default."""
     if isinstance(config, FisherConfig):
-        return config.model_dump(mode="json", exclude={"damping"})
-    return {**defaults, **(config or {})}
+        identity = config.model_dump(mode="json", exclude={"damping"})
+    else:
+        defaults = FisherConfig().model_dump(mode="json", exclude={"damping"})
+        identity = {**defaults, **LEGACY_FISHER_FIELDS, **(config or {})}
+    if identity["estimator"] != "true":
+        identity = {k: v for k, v in identity.items() if k not in SAMPLED_LABEL_FIELDS}
+    return identity
 
 
 @dataclass

@@ -29,11 +29,25 @@ def test_rows_with_another_fisher_estimator_are_refused_naming_both(tmp_path):
     assert result.committed and store.attributes.fisher_estimator == "true"
 
 
-def test_the_fisher_identity_is_every_setting_but_the_damping_with_defaults_for_older_stores():
-    assert set(fisher_identity(FisherConfig())) == set(FisherConfig.model_fields) - {"damping"}
-    assert fisher_identity({"estimator": "true"}) == fisher_identity(FisherConfig(estimator="true"))
+def test_the_fisher_identity_is_every_setting_but_the_damping_with_the_values_older_stores_used():
+    sampled = FisherConfig(estimator="true")
+    assert set(fisher_identity(sampled)) == set(FisherConfig.model_fields) - {"damping"}
+    # Written before `samples` existed: one label per token then, whatever today's default is.
+    assert fisher_identity({"estimator": "true", "sample_seed": 0}) == fisher_identity(sampled.model_copy(
+        update={"samples": 1}))
+    assert fisher_identity({"estimator": "true", "sample_seed": 0}) != fisher_identity(
+        sampled.model_copy(update={"samples": 4}))
     newer = {"estimator": "true", "sample_seed": 0, "label_samples": 4}  # a field this version lacks
-    assert fisher_identity(newer) != fisher_identity(FisherConfig(estimator="true"))
+    assert fisher_identity(newer) != fisher_identity(sampled)
+
+
+def test_sampled_label_settings_do_not_split_other_estimators(tmp_path):
+    assert fisher_identity(FisherConfig(estimator="empirical", sample_seed=3, samples=8)) == {"estimator": "empirical"}
+    store = GradientStore.create(str(tmp_path / "s.zarr"), make_spec(), MODEL, fisher=FisherConfig(estimator="exact"))
+    shard, rows, meta = make_shard(0)
+    result = store.commit_shard(shard, rows, meta, spec=make_spec(), model_fingerprint=MODEL,
+                                fisher=FisherConfig(estimator="exact", sample_seed=9, samples=2))
+    assert result.committed
 
 
 def test_projection_matrices_must_be_the_specs(tmp_path):
