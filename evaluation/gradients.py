@@ -8,7 +8,9 @@ tracks (the same parameters), one block per module.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 import torch
 from torch import nn
@@ -37,22 +39,23 @@ def per_example_gradients(
     """Flattened weight gradient of each tracked module, per example, in example order: of the
     data-label loss (examples x weights), or with a drawing `fisher` estimator of each of its
     draws (examples x draws x weights, the draws' weights folded in as LoGra does)."""
-    weights = [m.weight for m in modules.values()]
+    weights = [cast(torch.Tensor, m.weight) for m in modules.values()]
     was_trainable = [w.requires_grad for w in weights]
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
-    drawn = fisher is not None and fisher.estimator != "empirical"
+    drawing = fisher if fisher is not None and fisher.estimator != "empirical" else None
+    drawn = drawing is not None
     try:
         for w in weights:
             w.requires_grad_(True)
         for one in single_examples(batches):
             outputs = objective.forward(model, one)
             ids = list(one.get("example_ids") or ["0"])
-            losses = fisher_losses(objective, outputs, one, fisher, ids) if drawn else [objective.losses(outputs, one)]
+            losses = (fisher_losses(objective, outputs, one, drawing, ids) if drawing is not None
+                      else [objective.losses(outputs, one)])
             draws: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
             for i, loss in enumerate(losses):
                 grads = torch.autograd.grad(loss.sum(), weights, allow_unused=True, retain_graph=i < len(losses) - 1)
-                for name, g in zip(modules, grads):
-                    w = modules[name].weight
+                for name, w, g in zip(modules, weights, grads):
                     draws[name].append(torch.zeros_like(w).flatten() if g is None else g.detach().flatten())
             for name in modules:
                 parts[name].append(torch.stack(draws[name]) if drawn else draws[name][0])
@@ -76,7 +79,7 @@ def exact_influence(
     """
     if damping <= 0:
         raise ValueError("exact influence needs damping > 0: the Fisher of N < D examples is singular")
-    dot, self_influence = 0.0, 0.0
+    dot, self_influence = torch.zeros(()), torch.zeros(())  # broadcast up to queries x train, train
     for name, g in train.items():
         n, d = g.shape
         q = queries[name]
@@ -105,16 +108,20 @@ def exact_scores(
     return dot if mode == "dot" else dot * safe_rsqrt(self_influence)[None, :]
 
 
+def _total(parts: Iterable[torch.Tensor]) -> torch.Tensor:
+    return functools.reduce(torch.add, parts)
+
+
 def plain_scores(train: Blocks, queries: Blocks, mode: str = "dot") -> torch.Tensor:
     """Plain g_q . g_n over all tracked weights, no Fisher; relatif divides by |g_n|, cosine by
     |g_q| too."""
-    dot = sum(queries[name] @ g.T for name, g in train.items())
+    dot = _total(queries[name] @ g.T for name, g in train.items())
     if mode == "dot":
         return dot
-    train_norm = sum(g.square().sum(dim=1) for g in train.values())
+    train_norm = _total(g.square().sum(dim=1) for g in train.values())
     scores = dot * safe_rsqrt(train_norm)[None, :]
     if mode == "cosine":
-        scores = scores * safe_rsqrt(sum(q.square().sum(dim=1) for q in queries.values()))[:, None]
+        scores = scores * safe_rsqrt(_total(q.square().sum(dim=1) for q in queries.values()))[:, None]
     return scores
 
 

@@ -18,13 +18,14 @@ import logging
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from valuation.data import collate
-from valuation.objectives import Objective, example_generator
+from valuation.objectives import Batch, Objective, example_generator
 from valuation.targets import module_dims, module_kind
 
 EXTRA = "pip install 'dataworth[eval]'"
@@ -75,15 +76,15 @@ def with_linear_layers(model: nn.Module, names: Sequence[str]) -> nn.Module:
         d_in, d_out = module_dims(module)
         linear = nn.Linear(d_in, d_out, bias=module.bias is not None, dtype=module.weight.dtype)
         with torch.no_grad():
-            linear.weight.copy_(module.weight.T)
+            linear.weight.copy_(cast(torch.Tensor, module.weight).T)
             if module.bias is not None:
-                linear.bias.copy_(module.bias)
+                linear.bias.copy_(cast(torch.Tensor, module.bias))
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, linear)
     return model
 
 
-def _single_examples(batches: Sequence[dict]) -> list[dict]:
+def _single_examples(batches: Sequence[Batch]) -> list[dict]:
     """Each example of the batches as its own dict of unbatched values."""
     out = []
     for batch in batches:
@@ -108,8 +109,8 @@ def _restack(items: list[dict]) -> dict:
 
 
 def ekfac_scores(
-    model: nn.Module, objective: Objective, module_names: Sequence[str], train_batches: Sequence[dict],
-    query_batches: Sequence[dict], batch_size: int = 16,
+    model: nn.Module, objective: Objective, module_names: Sequence[str], train_batches: Sequence[Batch],
+    query_batches: Sequence[Batch], batch_size: int = 16,
 ) -> np.ndarray:
     """kronfluence EK-FAC pairwise scores, queries x train; positive = the example lowered the
     query's loss (kronfluence's sign)."""

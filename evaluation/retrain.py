@@ -101,6 +101,7 @@ class OutcomeCache:
             self._load()
 
     def _load(self) -> None:
+        assert self.path is not None  # only called with a checkpoint path
         saved = json.loads(self.path.read_text())
         if saved.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{self.path} is not a dataworth evaluation checkpoint")

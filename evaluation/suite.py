@@ -20,7 +20,7 @@ from valuation.config import DEFAULT_MODE, FisherConfig, ProjectionConfig
 from .brittleness import BrittlenessConfig
 from .lds import LDSConfig
 from .lopo import LOPOConfig
-from .methods import Method
+from .methods import FisherChoice, Gradients, Method
 from .runner import EvalConfig
 
 ALPHAS = (0.01, 0.1, 1.0, 10.0)
@@ -33,9 +33,9 @@ class SuitePlan:
     base_rank: int  # the rank the headline comparisons use
     ranks: tuple[int, ...]  # the rank sweep of the grid
     checks: EvalConfig  # default sizes: a few minutes to tens of minutes on two CPU cores
-    fishers: tuple[tuple[str, int], ...] = (("empirical", 1), ("true", 1))  # (estimator, samples) of the grid
-    peers: tuple[str, ...] = ()  # kronfluence and lexical peers, where the task has what they need
-    recommended_fisher: tuple[str, int] | None = None  # None: the shipped FisherConfig()'s
+    fishers: tuple[tuple[FisherChoice, int], ...] = (("empirical", 1), ("true", 1))  # (estimator, samples) of the grid
+    peers: tuple[Gradients, ...] = ()  # kronfluence and lexical peers, where the task has what they need
+    recommended_fisher: tuple[FisherChoice, int] | None = None  # None: the shipped FisherConfig()'s
 
 
 SHIPPED = ProjectionConfig()

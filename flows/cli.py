@@ -117,9 +117,12 @@ def _flow_params(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
+    from prefect.states import State
+
     from flows import fisher, ingest, nightly, score
 
     params = _flow_params(args)
+    state: State
     if args.flow == "nightly":
         state = nightly.nightly_valuation(params, return_state=True)
     elif args.flow == "ingest":

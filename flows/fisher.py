@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from prefect import flow
-from prefect.states import Failed
+from prefect.states import Failed, State
 
-from tasks.fisher import refresh
+from tasks.fisher import RefreshOutcome, refresh
 from tasks.params import RefreshParams
 
 
 @flow(name="refresh-fisher", log_prints=True)
-def refresh_fisher(params: RefreshParams = RefreshParams()):
+def refresh_fisher(params: RefreshParams = RefreshParams()) -> RefreshOutcome | State:
     """Sum the shards' Fisher partials, eigendecompose, damp, and recompute self-influence.
 
     Runs when rows added since the last snapshot pass the policy's fraction, when the snapshot

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import wait
-from prefect.states import Completed, Failed
+from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.ingest import discover, log_and_commit, open_store, prepare_store, quarantine_shard, validate
@@ -14,8 +14,8 @@ from tasks.planning import IngestSummary, ShardOutcome, defer_clashes, plan_nigh
 from tasks.shards import Skipped, quarantined_hashes
 
 
-@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
-def ingest(params: IngestParams = IngestParams()):
+@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)  # type: ignore[arg-type]
+def ingest(params: IngestParams = IngestParams()) -> State:
     """Validate the landing location's new shards, quarantine bad ones, log and commit good ones.
 
     Ends Failed (with everything good committed) when a shard had to be quarantined, so a bad
@@ -75,7 +75,7 @@ def ingest(params: IngestParams = IngestParams()):
     )
     print(summary.summary())
     if failures:
-        reasons = "; ".join(f.state.message or f.state.name for f in failures)
+        reasons = "; ".join(f.state.message or "failed" for f in failures)
         return Failed(message=f"{len(failures)} shard task(s) failed ({reasons}); committed shards are kept",
                       data=summary)
     if bad:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
-from prefect.states import Completed, Failed
+from prefect.states import Completed, Failed, State
 
+from tasks.fisher import RefreshOutcome
 from tasks.ingest import open_store
 from tasks.params import NightlyParams
 from tasks.planning import IngestSummary
+from tasks.scoring import ScoreOutcome
 
 from .fisher import refresh_fisher
 from .ingest import ingest
@@ -19,17 +21,17 @@ from .score import score
 @dataclass
 class NightlySummary:
     ingest: IngestSummary | None
-    refresh: object
-    score: object
+    refresh: RefreshOutcome
+    score: ScoreOutcome
 
     def summary(self) -> str:
         parts = [self.ingest.summary() if self.ingest else "ingest failed"]
-        parts += [x.summary() for x in (self.refresh, self.score) if x is not None]
+        parts += [self.refresh.summary(), self.score.summary()]
         return "\n".join(parts)
 
 
 @flow(name="nightly-valuation", log_prints=True)
-def nightly_valuation(params: NightlyParams = NightlyParams()):
+def nightly_valuation(params: NightlyParams = NightlyParams()) -> State:
     """Ingest the night's new shards, refresh the projected Fisher when due, score the standing
     queries and publish the provider reports.
 
@@ -38,9 +40,8 @@ def nightly_valuation(params: NightlyParams = NightlyParams()):
     """
     logger = get_run_logger()
     ingest_state = ingest(params.ingest(), return_state=True)
-    ingest_summary = ingest_state.result(raise_on_failure=False)
-    if not isinstance(ingest_summary, IngestSummary):
-        ingest_summary = None
+    outcome = ingest_state.result(raise_on_failure=False)
+    ingest_summary = outcome if isinstance(outcome, IngestSummary) else None
     store = open_store(params.workspace.store_url, read_only=True)
     if store is None or store.n_rows == 0:
         return Failed(message=f"no committed rows in {params.workspace.store_url} yet: nothing to score "
@@ -52,6 +53,7 @@ def nightly_valuation(params: NightlyParams = NightlyParams()):
     if scored_state.is_failed():
         return Failed(message=f"scoring: {scored_state.message}")
     refresh, scored = refreshed.result(), scored_state.result()
+    assert isinstance(refresh, RefreshOutcome) and isinstance(scored, ScoreOutcome)  # what completed runs return
     summary = NightlySummary(ingest_summary, refresh, scored)
     print(summary.summary())
     if not ingest_state.is_completed():

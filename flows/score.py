@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from prefect import flow
-from prefect.states import Failed
+from prefect.states import Failed, State
 
 from tasks.params import ScoreParams
-from tasks.scoring import score_and_report
+from tasks.scoring import ScoreOutcome, score_and_report
 
 
 @flow(name="score", log_prints=True)
-def score(params: ScoreParams = ScoreParams()):
+def score(params: ScoreParams = ScoreParams()) -> ScoreOutcome | State:
     """Query gradients under the store's projection, preconditioned by a Fisher snapshot, scored
     with Dask over every stored row; reports as files and Prefect artifacts."""
     state = score_and_report(params, return_state=True)

@@ -8,16 +8,20 @@ from __future__ import annotations
 import io
 import math
 import re
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 from .model import ProviderReport, ScoreHistogram
 
 MAX_PROVIDERS = 24  # beyond this a chart stops being readable; the tables list everyone
 
-_STYLE = {
+_STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "path",  # glyphs as paths: the page looks the same whatever fonts the reader has
     "svg.hashsalt": "dataworth",  # fixed element ids: the same report renders to the same bytes
     "text.parse_math": False,  # provider names are untrusted; "$" must not start mathtext

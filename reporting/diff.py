@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .build import plain
 from .model import Report, _Model
@@ -65,7 +65,7 @@ def diff_reports(before: Report, after: Report) -> ReportDiff:
     new = {p.provider: (rank, p) for rank, p in enumerate(after.ranked_providers(), start=1)}
     changes = []
     for name in sorted(old.keys() | new.keys()):
-        fields = {}
+        fields: dict[str, Any] = {}
         for side, ranked in (("before", old), ("after", new)):
             if name in ranked:
                 rank, p = ranked[name]
@@ -75,7 +75,8 @@ def diff_reports(before: Report, after: Report) -> ReportDiff:
                     f"total_credit_{side}": p.total_credit,
                     f"rank_{side}": rank,
                 }
-        status = "kept" if name in old and name in new else "new" if name in new else "gone"
+        status: Literal["kept", "new", "gone"] = (
+            "kept" if name in old and name in new else "new" if name in new else "gone")
         changes.append(ProviderChange(provider=name, status=status, **fields))
     changes.sort(key=lambda c: -abs((c.share_after or 0.0) - (c.share_before or 0.0)))  # stable: ties by name
 
@@ -105,7 +106,7 @@ def format_diff(diff: ReportDiff) -> str:
     header = [
         "provider", "share", "Δ share (pp)", "rank", "positive credit", "Δ positive", "total credit", "Δ total", ""
     ]
-    rows = [
+    rows: list[list[Any]] = [  # cells, and (before, after) pairs until they are aligned below
         [
             plain(c.provider),  # names are untrusted: no escape sequences into the terminal
             (_pct(c.share_before), _pct(c.share_after)),

@@ -18,7 +18,7 @@ from .render import to_csv, to_html, to_json, to_markdown
 
 def _own_histogram(histogram: ScoreHistogram | None, provider: str) -> ScoreHistogram | None:
     counts = histogram.counts.get(provider) if histogram else None
-    if not counts or not any(counts):
+    if histogram is None or not counts or not any(counts):
         return None
     # Trimmed to the provider's occupied bins: the shared edges span every provider's extremes,
     # which would tell it how far another provider's best (or worst) example scored.
@@ -78,7 +78,8 @@ def export_filename(provider: str) -> str:
 
 
 def _export_paths(directory: Path, providers: list[str]) -> dict[str, Path]:
-    paths, seen = {}, {}
+    paths: dict[str, Path] = {}
+    seen: dict[str, str] = {}
     root = (directory / "providers").resolve()
     for name in providers:
         # Names that differ only in case or Unicode form are one file on macOS and Windows: one

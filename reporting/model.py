@@ -145,4 +145,3 @@ class Report(_Model):
     def ranked_providers(self) -> list[ProviderReport]:
         """Largest share first, ties by name: the one order every table and the diff's rank use."""
         return sorted(self.providers, key=lambda p: (-p.share, p.provider))
-

@@ -105,7 +105,7 @@ def _corpus_sha256() -> str:
 
 
 def _full_text(example: Example) -> str:
-    return example.text if example.text is not None else example.prompt + example.response
+    return example.text if example.text is not None else (example.prompt or "") + (example.response or "")
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -161,7 +161,8 @@ def build_gpt2(
         vocab_size=shape.vocab_size, n_positions=shape.n_positions, n_embd=shape.n_embd,
         n_layer=shape.n_layer, n_head=shape.n_head, bos_token_id=special, eos_token_id=special, pad_token_id=pad_id,
         # No dropout: the model is meant to fit its small corpus, and every step stays reproducible.
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation=attn_implementation,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        attn_implementation=attn_implementation,  # type: ignore[call-arg]  # a PretrainedConfig kwarg the stubs miss
     ))
 
 

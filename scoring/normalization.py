@@ -7,7 +7,6 @@ per snapshot turns provider credit into one small matrix product, with no scan o
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,16 +23,17 @@ class Normalization:
     provider_sums: dict[str, np.ndarray]  # provider -> float64 K
 
     def __add__(self, later: Normalization) -> Normalization:
-        sums = defaultdict(lambda: 0.0, self.provider_sums)
+        sums = dict(self.provider_sums)
         for provider, vector in later.provider_sums.items():
-            sums[provider] = sums[provider] + vector
-        return Normalization(np.concatenate([self.self_influence, later.self_influence]), dict(sums))
+            sums[provider] = sums[provider] + vector if provider in sums else vector
+        return Normalization(np.concatenate([self.self_influence, later.self_influence]), sums)
 
 
 def normalize_rows(store: GradientStore, fisher: FisherSnapshot, start: int = 0) -> Normalization:
     """Self-influence of rows [start, n_rows) and their providers' normalised sums, chunk by chunk."""
     providers = np.asarray(store.read_metadata().providers, dtype=object)
-    values, sums = [], {}
+    values: list[np.ndarray] = []
+    sums: dict[str, np.ndarray] = {}
     for block_start, block in store.iter_row_blocks():
         if block_start + len(block) <= start:
             continue

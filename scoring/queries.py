@@ -158,7 +158,7 @@ def score_store(
     codes, names = store.provider_codes()
     scan_options = ScanOptions(top_k=options.top_k, task_rows=options.task_rows,
                                scheduler=None if options.dask_address else "threads")
-    client = contextlib.nullcontext()
+    client: contextlib.AbstractContextManager = contextlib.nullcontext()
     if options.dask_address:
         from distributed import Client
 

@@ -17,7 +17,7 @@ import torch
 from valuation import FisherConfig, LoGra, PreconditionedQueries, ProjectionConfig, influence_scores
 from valuation.config import DEFAULT_MODE, InfluenceMode
 from valuation.credit import credit_matrix, positive_shares
-from valuation.data import Example
+from valuation.data import Example, providers_of
 from valuation.pipeline import LoggingOptions, log_examples
 from valuation.stats import spearman
 
@@ -38,7 +38,7 @@ def credit_under_seed(model, tokenizer, examples: Sequence[Example], queries: Se
     rows = torch.from_numpy(train.rows)
     pre = PreconditionedQueries.build(torch.from_numpy(query.rows), snapshot)
     scores = influence_scores(pre, rows, mode, snapshot.self_influence(rows)).numpy()
-    return credit_matrix(scores, [e.provider for e in examples])
+    return credit_matrix(scores, providers_of(examples))
 
 
 def seed_stability(model, tokenizer, examples: Sequence[Example], queries: Sequence[Example], *,

@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 from sample import SHARDS_DIR
 from storage import GradientStore, ModelMismatchError, RowMetadata, StoreExistsError, StoreNotFoundError
 from valuation import ProjectionMismatchError
-from valuation.data import Example
+from valuation.data import Example, providers_of
 from valuation.pipeline import log_examples
 
 from .failures import fails_in_one_line, is_transient, one_line, retry_if_transient
@@ -174,7 +174,7 @@ def log_and_commit(validated: ValidatedShard, params: IngestParams, store: Store
             raise
         raise ShardLoggingError(ref.name, err) from err
     examples = validated.examples
-    metadata = RowMetadata(logged.ids, [e.provider for e in examples], logged.n_tokens,
+    metadata = RowMetadata(logged.ids, providers_of(examples), logged.n_tokens,
                            snippets=[e.display_text for e in examples])
     result = gradient_store.commit_shard(
         ref.sha256, logged.rows, metadata, logged.fisher,

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from sample.model import prepare_sample_model
 from valuation import LoGra, ProjectionConfig
@@ -53,7 +53,7 @@ def _looks_like_a_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def load_model(path_or_name: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model(path_or_name: str | Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """(model in eval mode, tokenizer) by `from_pretrained`, as for any causal LM.
 
     A local directory is read with `local_files_only`, so a missing file is an error rather
@@ -72,16 +72,18 @@ def load_model(path_or_name: str | Path) -> tuple[PreTrainedModel, PreTrainedTok
         if is_transient(err):
             raise
         raise ModelNotFoundError(f"cannot load model {name!r}: {' '.join(str(err).split())}") from None
-    return model.eval(), tokenizer
+    # An nn.Module to the type checker: transformers' wrapped `to` confuses its signature.
+    module: torch.nn.Module = model
+    return module.eval(), tokenizer
 
 
 def context_length(model: torch.nn.Module, tokenizer) -> int | None:
     """The most tokens the model takes at once: its position table, or what its tokenizer declares
     (tokenizers without a limit declare a huge sentinel)."""
     config = getattr(model, "config", None)
-    limits = [getattr(config, key, None) for key in ("n_positions", "max_position_embeddings")]
-    limits.append(getattr(tokenizer, "model_max_length", None))
-    limits = [n for n in limits if isinstance(n, int) and 0 < n < 10**9]
+    declared = [getattr(config, "n_positions", None), getattr(config, "max_position_embeddings", None),
+                getattr(tokenizer, "model_max_length", None)]
+    limits = [n for n in declared if isinstance(n, int) and 0 < n < 10**9]
     return min(limits) if limits else None
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
-from prefect.context import get_run_context
+from prefect.context import TaskRunContext, get_run_context
 
 from reporting.build import ExampleRecord, ScoringResult, TopK, build_report, score_histogram
 from reporting.export import write_report
@@ -46,9 +46,10 @@ def store_version(store: GradientStore) -> str:
 
 def _run_id() -> str | None:
     try:
-        return str(get_run_context().task_run.flow_run_id)
+        context = get_run_context()
     except Exception:  # outside a flow run there is no id to record
         return None
+    return str(context.task_run.flow_run_id) if isinstance(context, TaskRunContext) else None
 
 
 def matching_stability(params: ScoreParams, store: GradientStore) -> Stability | None:
@@ -67,7 +68,8 @@ def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet
     scan = scores.scan
 
     def example(row: int) -> ExampleRecord:
-        return ExampleRecord(metadata.example_ids[row], metadata.providers[row], metadata.snippets[row])
+        snippet = metadata.snippets[row] if metadata.snippets is not None else ""
+        return ExampleRecord(metadata.example_ids[row], metadata.providers[row], snippet)
 
     counts = store.provider_row_counts()
     fisher = scores.snapshot.fisher

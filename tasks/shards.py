@@ -257,13 +257,15 @@ def validate_shard(
             # the columns a row does not use, and so has JSONL from many tools.
             record = {k: v for k, v in record.items() if v is not None}
         problems = _check_record(record, line)
-        example_id = record.get("id") if isinstance(record, dict) else None
+        if not isinstance(record, dict):  # reported by the check
+            result.problems.extend(problems)
+            continue
+        example_id = record.get("id")
         if not problems:
             if example_id in first_line:
                 problems.append(LineProblem(line, "id", f"duplicate of line {first_line[example_id]}"))
             elif example_id in known_ids:
                 problems.append(LineProblem(line, "id", f"{example_id!r} is already in the store"))
-            assert isinstance(record, dict)  # a non-object line has a problem already
             if clash := _provider_clash(record["provider"], spellings, known):
                 problems.append(LineProblem(line, "provider", clash))
             else:

@@ -46,6 +46,15 @@ class Example(BaseModel):
         return self.text if self.text is not None else f"{self.prompt} {self.response}"
 
 
+def providers_of(examples: Sequence[Example]) -> list[str]:
+    """The provider of each training example; every training example must name one."""
+    named = [e.provider for e in examples if e.provider is not None]
+    if len(named) < len(examples):
+        missing = next(e.id for e in examples if e.provider is None)
+        raise ValueError(f"training example {missing!r} names no provider")
+    return named
+
+
 def _first_problem(err: ValidationError) -> str:
     problem = err.errors()[0]
     where = ".".join(str(p) for p in problem["loc"])

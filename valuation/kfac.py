@@ -6,7 +6,7 @@ largest curvature, which damping would otherwise only soften (the paper's Lemma 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 
 import torch
@@ -69,7 +69,7 @@ def kfac_covariances(
             if fisher is None or fisher.estimator == "empirical":
                 torch.autograd.grad(objective.losses(outputs, batch).sum(), weights, allow_unused=True)
             else:
-                ids = batch.get("example_ids") or [str(i) for i in range(outputs.shape[0])]
+                ids: Sequence[str] = batch.get("example_ids") or [str(i) for i in range(outputs.shape[0])]
                 draws = fisher_losses(objective, outputs, batch, fisher, ids)
                 for i, draw in enumerate(draws):  # each draw's output gradients add to S
                     torch.autograd.grad(draw.sum(), weights, retain_graph=i < len(draws) - 1, allow_unused=True)

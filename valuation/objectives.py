@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,8 @@ from torch import nn
 from .config import FisherConfig
 
 IGNORE_INDEX = -100
-Batch = Mapping[str, torch.Tensor]
+# Tensors by name, and `example_ids` (a list of str) where the examples have ids.
+Batch = Mapping[str, Any]
 
 
 def example_generator(seed: int, example_id: str, device: torch.device) -> torch.Generator:

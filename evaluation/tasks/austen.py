@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from sample.model import SampleModelConfig, build_gpt2, fit_gpt2, train_tokenizer
-from valuation.data import Example, batches, encode_example
+from valuation.data import Example, batches, encode_example, providers_of
 from valuation.objectives import CausalLMObjective
 
 from ..corpora import LICENCE_NOTE, austen_novels, paragraphs
@@ -61,7 +61,9 @@ def split_corpus(
 ) -> tuple[list[Example], list[Example], list[str]]:
     """(training paragraphs, query paragraphs, pretraining texts): training and query paragraphs
     spread evenly over each novel, queries interleaved with them; everything else pretrains."""
-    train, queries, used = [], [], set()
+    train: list[Example] = []
+    queries: list[Example] = []
+    used: set[str] = set()
     for novel, size in config.novel_sizes.items():
         if novel not in novels:
             raise ValueError(f"no novel {novel!r} in the corpus; it has {sorted(novels)}")
@@ -122,17 +124,17 @@ def austen_task(config: AustenTaskConfig = AustenTaskConfig(), cache_dir: Path |
         with torch.no_grad():
             return torch.cat([objective.losses(objective.forward(model, b), b) for b in query_batches]).numpy()
 
-    digest = hashlib.sha256("\0".join(e.text for e in [*train, *queries]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\0".join(e.display_text for e in [*train, *queries]).encode()).hexdigest()[:16]
     return Task(
         name="austen",
         model=fine_tuned(np.ones(len(encoded), dtype=bool), seed=0),
         objective=objective,
         train_batches=list(batches(encoded, config.batch_size, pad_id)),
         query_batches=query_batches,
-        providers=[e.provider for e in train],
+        providers=providers_of(train),
         query_ids=[q.id for q in queries],
         retrain=retrain,
         identity={"task": "austen", "config": config.model_dump(), "data": digest, "source": LICENCE_NOTE},
-        train_texts=[e.text for e in train],
-        query_texts=[q.text for q in queries],
+        train_texts=[e.display_text for e in train],
+        query_texts=[q.display_text for q in queries],
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,8 @@ class Task:
     name: str
     model: nn.Module
     objective: Objective
-    train_batches: list[Batch]  # every training example once, in index order
-    query_batches: list[Batch]
+    train_batches: Sequence[Batch]  # every training example once, in index order
+    query_batches: Sequence[Batch]
     providers: list[str]  # per training example
     query_ids: list[str]
     retrain: Retrain

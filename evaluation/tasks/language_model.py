@@ -23,7 +23,7 @@ from sample.model import (
     sample_queries_path,
     train_tokenizer,
 )
-from valuation.data import EncodedExample, batches, encode_example, read_jsonl
+from valuation.data import EncodedExample, batches, encode_example, providers_of, read_jsonl
 from valuation.objectives import CausalLMObjective
 
 from .base import Task
@@ -74,7 +74,7 @@ def language_model_task(config: LMTaskConfig = LMTaskConfig()) -> Task:
         objective=objective,
         train_batches=list(batches(encoded, config.batch_size, pad_id)),
         query_batches=query_batches,
-        providers=[e.provider for e in corpus],
+        providers=providers_of(corpus),
         query_ids=[q.id for q in queries],
         retrain=retrain,
         identity={"task": "lm", "config": config.model_dump(), "data": _corpus_digest(texts)},
