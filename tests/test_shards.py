@@ -2,7 +2,6 @@
 
 import json
 import os
-import stat
 import time
 
 import pyarrow as pa
@@ -159,14 +158,3 @@ def test_a_provider_spelled_like_another_but_for_case_is_refused(tmp_path):
     result = validate_shard(ref, known_providers={"weather-desk", "qa-tutor"})
     assert problems(result) == {(1, "provider")} and "already in the store" in result.problems[0].reason
     assert validate_shard(ref, known_providers={"WEATHER-desk"}).ok
-
-
-def test_quarantine_copies_respect_the_umask(tmp_path):
-    ref = shard(tmp_path, "u.jsonl", [b"{broken"])
-    old = os.umask(0o077)
-    try:
-        report = quarantine(validate_shard(ref), tmp_path / "q")
-    finally:
-        os.umask(old)
-    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "q").iterdir()}
-    assert modes == {report.name: 0o600, report.name.removesuffix(".problems.json"): 0o600}
