@@ -16,10 +16,13 @@ from scoring.engine import TASK_ROWS
 from valuation.config import DEFAULT_MODE, FisherConfig, InfluenceMode, ProjectionConfig
 
 SAMPLE_MODEL = "sample"
-SETTLE_SECONDS = Field(
-    default=60.0, ge=0, description="a shard modified less than this many seconds ago may still be uploading: "
-    "it waits for a later run (0: take every shard at once; see docs/operations.md, landing shards)",
-)
+
+
+def _settle_seconds() -> float:
+    return Field(  # one definition for the ingest and nightly parameters (a fresh FieldInfo for each)
+        default=60.0, ge=0, description="a shard modified less than this many seconds ago may still be uploading: "
+        "it waits for a later run (0: take every shard at once; see docs/operations.md, landing shards)",
+    )
 
 
 class Workspace(BaseModel):
@@ -88,7 +91,7 @@ class IngestParams(BaseModel):
     # The core's defaults (four sampled labels per token; docs/evaluation.md says why).
     fisher: FisherConfig = FisherConfig()
     max_shard_mb: float = Field(default=256.0, gt=0, description="larger shards are quarantined")
-    settle_seconds: float = SETTLE_SECONDS
+    settle_seconds: float = _settle_seconds()
 
 
 class RefreshPolicy(BaseModel):
@@ -140,7 +143,7 @@ class NightlyParams(BaseModel):
     projection: ProjectionConfig = ProjectionConfig()
     fisher: FisherConfig = FisherConfig()
     refresh: RefreshPolicy = RefreshPolicy()
-    settle_seconds: float = SETTLE_SECONDS
+    settle_seconds: float = _settle_seconds()
     mode: InfluenceMode = DEFAULT_MODE
     top_k: int = Field(default=5, ge=1, le=100)
     dask_address: str | None = None
