@@ -81,4 +81,6 @@ def ingest(params: IngestParams = IngestParams()) -> State:
     if bad:
         names = ", ".join(v.shard.name for v in bad)
         return Failed(message=f"quarantined {len(bad)} shard(s): {names}; the good shards were committed", data=summary)
-    return Completed(message=f"committed {summary.count('committed')} shard(s)", data=summary)
+    waiting = summary.count("waiting")
+    later = f"; {waiting} waiting: modified in the last {params.settle_seconds:g} s (settle_seconds)" if waiting else ""
+    return Completed(message=f"committed {summary.count('committed')} shard(s){later}", data=summary)

@@ -10,7 +10,7 @@ from flows.cli import main
 from storage import GradientStore
 
 from .families import CONFIGS, save_tiny
-from .flow_fixtures import SAMPLE_SHARDS
+from .flow_fixtures import SAMPLE_SHARDS, finished_upload
 from .test_architectures import FAMILIES, per_layer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -24,6 +24,7 @@ def test_nightly_values_a_model_of_every_family(family, tmp_path, sample_model_d
     landing = tmp_path / "landing"
     landing.mkdir()
     (landing / "night-01.jsonl").write_text("".join(SAMPLE_SHARDS[0].read_text().splitlines(True)[:EXAMPLES]))
+    finished_upload(landing / "night-01.jsonl")
     queries = tmp_path / "queries.jsonl"
     queries.write_text("".join((SAMPLE_SHARDS[0].parent.parent / "queries.jsonl").read_text().splitlines(True)[:2]))
     workspace = tmp_path / "ws"
