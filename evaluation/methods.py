@@ -9,6 +9,7 @@ scores of several projection seeds, each at a lower rank so the total storage st
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +22,7 @@ from valuation.fisher import FisherPartial, FisherSnapshot
 from valuation.influence import PreconditionedQueries, influence_scores
 from valuation.layout import GradientLayout
 from valuation.logra import LoGra
+from valuation.objectives import Batch
 from valuation.targets import select_modules
 
 from .gradients import Blocks, DenseProjection, exact_scores, per_example_gradients, plain_scores
@@ -83,11 +85,12 @@ class Method(BaseModel):
         return FisherConfig(estimator="empirical" if self.fisher == "none" else self.fisher, samples=self.samples)
 
 
-def half_of(batches: list, n_train: int, seed: int) -> list:
+def half_of(batches: Sequence[Batch], n_train: int, seed: int) -> list[Batch]:
     """The batches cut to a random half of the training examples (drawn with `seed`)."""
     keep = np.zeros(n_train, dtype=bool)
     keep[np.random.default_rng(seed).choice(n_train, size=n_train // 2, replace=False)] = True
-    out, start = [], 0
+    out: list[Batch] = []
+    start = 0
     for batch in batches:
         size = len(batch["example_ids"])
         rows = np.flatnonzero(keep[start : start + size])
