@@ -117,6 +117,7 @@ def test_scan_of_a_store_equals_brute_force_on_its_decoded_rows(tmp_path, precis
     np.testing.assert_allclose(result.credit, credit, rtol=1e-6, atol=1e-6 * np.abs(credit).max())
 
 
+@pytest.mark.slow  # a LocalCluster of worker processes
 def test_threads_and_distributed_processes_agree_exactly(tmp_path):
     """The same tasks on a LocalCluster of worker processes, reading from memory and from a store."""
     distributed = pytest.importorskip("distributed")

@@ -28,6 +28,7 @@ def check_all_rows_once(store: GradientStore, seeds) -> None:
     assert verify_store(store.url) == []
 
 
+@pytest.mark.slow  # real processes, killed or racing
 def test_parallel_loggers_stage_while_a_committer_commits(tmp_path):
     url = str(tmp_path / "s.zarr")
     store = GradientStore.create(url, SPEC, MODEL, chunk_rows=8)
@@ -44,6 +45,7 @@ def test_parallel_loggers_stage_while_a_committer_commits(tmp_path):
     check_all_rows_once(store, [seed for seeds in workers.values() for seed in seeds])
 
 
+@pytest.mark.slow  # real processes, killed or racing
 def test_two_ingestion_runs_at_once_serialise_on_the_lock(tmp_path):
     url = str(tmp_path / "s.zarr")
     store = GradientStore.create(url, SPEC, MODEL, chunk_rows=8)
@@ -57,6 +59,7 @@ def test_two_ingestion_runs_at_once_serialise_on_the_lock(tmp_path):
     check_all_rows_once(store, range(6))
 
 
+@pytest.mark.slow  # real processes, killed or racing
 def test_a_held_lock_gives_a_clear_error_and_dies_with_its_holder(tmp_path):
     url = str(tmp_path / "s.zarr")
     store = GradientStore.create(url, SPEC, MODEL, chunk_rows=8)

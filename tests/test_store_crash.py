@@ -14,6 +14,7 @@ from storage.faults import CREATED, ENV_VAR, MANIFEST_WRITTEN, ROWS_WRITTEN, SEL
 from tests.test_store_support import MODEL, SPEC, make_shard, run_child
 
 
+@pytest.mark.slow  # real processes, killed or racing
 def test_a_commit_killed_before_its_manifest_entry_is_redone_without_duplicates(tmp_path):
     url = str(tmp_path / "s.zarr")
     GradientStore.create(url, SPEC, MODEL, chunk_rows=16)
@@ -43,6 +44,7 @@ def test_a_commit_killed_before_its_manifest_entry_is_redone_without_duplicates(
     assert verify_store(url) == []
 
 
+@pytest.mark.slow  # real processes, killed or racing
 def test_a_committer_killed_after_the_manifest_write_leaves_nothing_to_redo(tmp_path):
     url = str(tmp_path / "s.zarr")
     GradientStore.create(url, SPEC, MODEL, chunk_rows=16)
@@ -61,6 +63,7 @@ def test_a_committer_killed_after_the_manifest_write_leaves_nothing_to_redo(tmp_
     assert verify_store(url) == []
 
 
+@pytest.mark.slow  # real processes, killed or racing
 def test_a_create_killed_half_way_is_finished_by_the_next_create(tmp_path):
     url = str(tmp_path / "s.zarr")
     killed = run_child("create", {"url": url}, env={ENV_VAR: CREATED})
@@ -92,6 +95,7 @@ def test_a_group_that_is_not_a_store_is_never_overwritten(tmp_path):
     assert zarr.open_group(url, mode="r").attrs["owner"] == "someone else"
 
 
+@pytest.mark.slow  # real processes, killed or racing
 def test_a_kill_while_self_influence_is_written_keeps_the_last_complete_set(tmp_path):
     """Derived arrays are committed with their snapshot: a kill leaves the previous set, which
     verify accepts and the next refresh extends, instead of a half-written one read as valid."""
