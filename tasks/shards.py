@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import time
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from valuation.data import Example, parse_jsonl
 
@@ -131,8 +133,8 @@ def discover_shards(landing: str, *, max_bytes: int | None = None, settle_second
     fs, root = fsspec.core.url_to_fs(landing)
     if not fs.isdir(root):
         raise FileNotFoundError(f"landing location {landing!r} is not a directory")
-    now = datetime.now().timestamp() if now is None else now
-    local = fs.protocol in ("file", "local") or "file" in fs.protocol
+    now = time.time() if now is None else now
+    local = isinstance(fs, LocalFileSystem)  # only there can an entry be a symbolic link
     found = Landing()
     for info in sorted(fs.ls(root, detail=True), key=lambda i: i["name"]):
         path = info["name"]
