@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from scoring.normalization import normalize_rows, stored_normalization
 from storage import GradientStore, StoreError
 
-from .failures import fails_in_one_line, retry_if_transient
+from .failures import fails_in_one_line
 from .params import RefreshParams, RefreshPolicy
 
 
@@ -51,7 +51,7 @@ def has_normalized_sums(store: GradientStore, version: int) -> bool:
     return True
 
 
-@task(name="refresh-fisher", retry_condition_fn=retry_if_transient)
+@task(name="refresh-fisher")
 @fails_in_one_line
 def refresh(params: RefreshParams) -> RefreshOutcome:
     """Refresh the snapshot when due; either way make sure every row has its self-influence."""

@@ -109,7 +109,7 @@ def quarantine_shard(validated: ValidatedShard, params: IngestParams) -> ShardOu
                         detail=f"{len(validated.problems)} problem(s); report {report}")
 
 
-@task(name="prepare-store", retry_condition_fn=retry_if_transient)
+@task(name="prepare-store")
 @fails_in_one_line
 def prepare_store(params: IngestParams, calibration: list[Example]) -> StoreRef:
     """Open the store, or create it under this model and projection.

@@ -21,7 +21,7 @@ from scoring.stability import stability_key
 from storage import GradientStore
 from storage.store import code_version
 
-from .failures import fails_in_one_line, retry_if_transient
+from .failures import fails_in_one_line
 from .models import load_for_logging
 from .params import ScoreParams
 
@@ -118,7 +118,7 @@ def publish_artifacts(report: Report, files: dict[str, Path]) -> None:
     create_link_artifact(key="valuation-report-html", link=files["html"].as_uri(), link_text="HTML report")
 
 
-@task(name="score-and-report", retry_condition_fn=retry_if_transient)
+@task(name="score-and-report")
 @fails_in_one_line
 def score_and_report(params: ScoreParams) -> ScoreOutcome:
     logger = get_run_logger()
