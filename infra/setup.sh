@@ -21,7 +21,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.dataworth-installed
-want=$(cat pyproject.toml infra/constraints.txt | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml infra/constraints.txt infra/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing dataworth and its pinned dependencies (first run takes a few minutes)"
   # This machine's pip config names local wheel folders that may be absent: drop that noise only.
@@ -29,5 +29,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   quiet .venv/bin/python -m pip install -q --upgrade pip
   # constraints.txt pins torch==2.13.0 (the local CPU wheel); pyproject keeps ranges for users.
   quiet .venv/bin/python -m pip install -q -c infra/constraints.txt -e '.[dev,eval]'
+  # kronfluence (the eval extra's EK-FAC peer) declares torchvision, but PyPI's torchvision does
+  # not load beside this machine's CPU torch wheel ("operator torchvision::nms does not exist"),
+  # and transformers then cannot import a single model class. kronfluence never imports it.
+  quiet .venv/bin/python -m pip uninstall -q -y torchvision
   echo "$want" > "$stamp"
 fi
