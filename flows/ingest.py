@@ -57,13 +57,13 @@ def ingest(params: IngestParams = IngestParams()) -> State:
         prepared = prepare_store(params, good[0].examples, return_state=True)
         if prepared.is_failed():
             return Failed(message=f"{prepared.message}; nothing was committed", data=summary)
-        store_ref = prepared.result()
+        store_url = prepared.result()
         # One model copy per device; shards round-robin over them and log in parallel, while the
         # store's lock lets one commit through at a time.
         devices = params.model.devices or [params.model.device]
         for i, v in enumerate(good):
             on_device = params.model.model_copy(update={"device": devices[i % len(devices)]})
-            futures.append(log_and_commit.submit(v, params.model_copy(update={"model": on_device}), store_ref))
+            futures.append(log_and_commit.submit(v, params.model_copy(update={"model": on_device}), store_url))
     wait(futures)
     failures = [f for f in futures if f.state.is_failed()]
     summary.outcomes += [f.result() for f in futures if not f.state.is_failed()]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,14 +28,6 @@ from .shards import (
     quarantine,
     validate_shard,
 )
-
-
-@dataclass(frozen=True)
-class StoreRef:
-    """Enough to name a store in cache keys: a re-created store at the same URL is another store."""
-
-    url: str
-    created_at: str
 
 
 class ShardLoggingError(ValueError):
@@ -111,8 +101,8 @@ def quarantine_shard(validated: ValidatedShard, params: IngestParams) -> ShardOu
 
 @task(name="prepare-store")
 @fails_in_one_line
-def prepare_store(params: IngestParams, calibration: list[Example]) -> StoreRef:
-    """Open the store, or create it under this model and projection.
+def prepare_store(params: IngestParams, calibration: list[Example]) -> str:
+    """Open the store, or create it under this model and projection; returns its URL.
 
     A PCA projection is fitted on `calibration` (the night's first valid shard) and saved with
     the store, so every later logger and query uses exactly the same matrices.
@@ -129,34 +119,28 @@ def prepare_store(params: IngestParams, calibration: list[Example]) -> StoreRef:
                                          projections=projections, fisher=params.fisher)
         except StoreExistsError:  # another run created it meanwhile: its projection rules
             store = GradientStore.open(params.workspace.store_url)
-    return StoreRef(store.url, store.attributes.created_at)
+    return store.url
 
 
-def _shard_cache_key(context, parameters) -> str:
-    store: StoreRef = parameters["store"]
-    identity = f"{store.url}|{store.created_at}|{parameters['validated'].shard.sha256}"
-    return "shard-" + hashlib.sha256(identity.encode()).hexdigest()
-
-
+# No result cache: a cache kept beside the store (in PREFECT_HOME) outlives a restore from backup
+# and would answer "committed" for a shard the restored store lacks. The manifest alone says.
 @task(
     name="log-and-commit-shard",
     task_run_name="log-{validated.shard.name}",
-    cache_key_fn=_shard_cache_key,
-    persist_result=True,
     retries=1,
     retry_delay_seconds=10,
     retry_condition_fn=retry_if_transient,
 )
 @fails_in_one_line
-def log_and_commit(validated: ValidatedShard, params: IngestParams, store: StoreRef) -> ShardOutcome:
+def log_and_commit(validated: ValidatedShard, params: IngestParams, store_url: str) -> ShardOutcome:
     """Log the shard's LoGra gradients and commit them with its Fisher partial sums.
 
-    Idempotent twice over: the Prefect cache skips a shard this store already took, and the
-    store itself refuses to add a committed content hash again.
+    Idempotent: a shard the store's manifest holds is not logged again, and the store itself
+    refuses to add a committed content hash twice.
     """
     logger = get_run_logger()
     ref = validated.shard
-    gradient_store = GradientStore.open(store.url)
+    gradient_store = GradientStore.open(store_url)
     if gradient_store.is_committed(ref.sha256):
         return ShardOutcome(ref.name, ref.sha256, "already_committed")
     try:
