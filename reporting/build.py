@@ -101,6 +101,23 @@ def score_histogram(
     return ScoreHistogram(label=label, bin_edges=edges.tolist(), counts=counts)
 
 
+def rank_ranges(share: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rank, best rank, worst rank) per provider, 1 = largest share, ties in share by position.
+
+    A provider is surely behind another only when their bands do not overlap; its best rank
+    counts those surely ahead of it, its worst those not surely behind. Percentiles of a
+    bootstrap need not bracket the point estimate, so each band is widened to include it.
+    """
+    low, high = np.minimum(low, share), np.maximum(high, share)
+    order = np.lexsort((np.arange(len(share)), -share))
+    rank = np.empty(len(share), dtype=int)
+    rank[order] = np.arange(1, len(share) + 1)
+    ahead = low[None, :] > high[:, None]  # [p, q]: q surely ahead of p
+    best = 1 + ahead.sum(axis=1)
+    worst = len(share) - ahead.sum(axis=0)  # not surely behind: all but those p is surely ahead of
+    return rank, best, worst
+
+
 def _check(result: ScoringResult) -> None:
     n_queries, n_providers = len(result.query_ids), len(result.provider_names)
     if result.credit.shape != (n_queries, n_providers):
@@ -133,6 +150,10 @@ def _evidence(
     return evidence
 
 
+_SUMMARY_FIELDS = ("provider", "share", "share_low", "share_high", "net", "queries_helped", "queries_hurt",
+                   "total_credit", "positive_credit", "examples")
+
+
 def build_report(
     result: ScoringResult,
     *,
@@ -152,6 +173,8 @@ def build_report(
     credit = np.asarray(result.credit, dtype=np.float64)
     evidence = _evidence(result, top_k, snippet_chars)
     summaries = summarise(credit, names, result.examples_per_provider, bootstrap=bootstrap, seed=seed)
+    rank, best, worst = rank_ranges(*(np.array([getattr(s, f) for s in summaries])
+                                      for f in ("share", "share_low", "share_high")))
 
     providers = []
     for p, summary in enumerate(summaries):
@@ -169,13 +192,8 @@ def build_report(
             raise ValueError(f"provider_top rows of {summary.provider!r} belong to another provider")
         providers.append(
             ProviderReport(
-                provider=summary.provider,
-                total_credit=summary.total_credit,
-                positive_credit=summary.positive_credit,
-                share=summary.share,
-                share_low=summary.share_low,
-                share_high=summary.share_high,
-                examples=summary.examples,
+                **{f: getattr(summary, f) for f in _SUMMARY_FIELDS},
+                rank=int(rank[p]), rank_low=int(best[p]), rank_high=int(worst[p]),
                 top_examples_by_query=by_query,
             )
         )
@@ -197,6 +215,7 @@ def build_report(
 
     return Report(
         title=title,
+        providers_total=len(names),
         provenance=result.provenance,
         band=Band(resamples=bootstrap, seed=seed),
         providers=providers,

@@ -43,7 +43,8 @@ def _svg(fig: Figure) -> str:
 
 
 def shares_chart(providers: list[ProviderReport]) -> str:
-    """Horizontal bars of each provider's share of positive credit, the bootstrap band as error bars.
+    """Horizontal bars of each provider's share of the help, the bootstrap band as error bars, the
+    rank range in the label.
 
     `providers` in display order (largest first); only the first MAX_PROVIDERS are drawn.
     """
@@ -57,12 +58,13 @@ def shares_chart(providers: list[ProviderReport]) -> str:
         above = [max(p.share_high - p.share, 0.0) for p in shown]
         y = range(len(shown))
         ax.barh(y, shares, xerr=[below, above], color=_BAR, ecolor="#222222", capsize=3, height=0.6)
-        ax.set_yticks(list(y), [p.provider for p in shown])
+        ax.set_yticks(list(y), [f"{p.provider}  ({p.rank_range})" for p in shown])
         for i, p in enumerate(shown):
             ax.text(p.share_high if p.share_high > p.share else p.share, i, f"  {p.share:.1%}", va="center")
         ax.xaxis.set_major_formatter(PercentFormatter(1.0))
         ax.set_xlim(0, max([p.share_high for p in shown] + [p.share for p in shown] + [0.01]) * 1.18)
-        ax.set_xlabel("share of all positive credit (bars: 5-95% bootstrap band over queries)")
+        ax.set_xlabel("share of the help, each query weighing the same (bars: 5-95% bootstrap band over queries; "
+                      "label: rank)")
         return _svg(fig)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 from .build import plain
-from .model import Report, _Model
+from .model import SCHEMA_VERSION, Report, _Model
 
 # Always differ between runs; shown in the header rather than listed as changes.
 _RUN_FIELDS = {"created_at", "run_id"}
@@ -52,7 +53,15 @@ def load_report(path: str | os.PathLike) -> Report:
     path = Path(path)
     if path.is_dir():
         path = path / "report.json"
-    return Report.model_validate_json(path.read_text(encoding="utf-8"))
+    text = path.read_text(encoding="utf-8")
+    try:
+        version = json.loads(text).get("schema_version", 1)
+    except (json.JSONDecodeError, AttributeError):
+        raise ValueError(f"{path} is not a report.json") from None
+    if version != SCHEMA_VERSION:  # before validating: its fields differ, and the error should say why
+        raise ValueError(f"{path} is a schema-{version} report; this version reads schema {SCHEMA_VERSION} "
+                         "(figures changed meaning: compare reports made by the same version)")
+    return Report.model_validate_json(text)
 
 
 def _run_label(report: Report) -> str:

@@ -12,6 +12,8 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
+from scoring.results import Stability
+
 from .model import CreditMatrix, Report, ScoreHistogram
 from .render import to_csv, to_html, to_json, to_markdown
 
@@ -31,6 +33,15 @@ def _own_histogram(histogram: ScoreHistogram | None, provider: str) -> ScoreHist
     )
 
 
+def _own_stability(stability: Stability | None, provider: str) -> Stability | None:
+    """Agreement over the whole matrix and the median spread are aggregates; the per-provider
+    spreads are each provider's own."""
+    if stability is None:
+        return None
+    own = {provider: stability.share_spread[provider]} if provider in stability.share_spread else {}
+    return stability.model_copy(update={"share_spread": own})
+
+
 def provider_export(report: Report, provider: str) -> Report:
     """The report as `provider` may see it: its own figures, examples and credit column only."""
     mine = report.provider(provider)
@@ -38,6 +49,7 @@ def provider_export(report: Report, provider: str) -> Report:
     return Report(
         title=report.title,
         scope=provider,
+        providers_total=report.providers_total,
         provenance=report.provenance,
         band=report.band,
         providers=[mine],
@@ -55,7 +67,7 @@ def provider_export(report: Report, provider: str) -> Report:
             providers=[provider],
             values=[[row[column]] for row in report.credit_matrix.values],
         ),
-        stability=report.stability,
+        stability=_own_stability(report.stability, provider),
         score_histogram=_own_histogram(report.score_histogram, provider),
     )
 

@@ -52,14 +52,27 @@ class QueryEvidence(_Model):
 
 
 class ProviderReport(_Model):
+    """One provider's figures (valuation.credit.summarise says how each is computed)."""
+
     provider: str
-    total_credit: float
-    positive_credit: float
-    share: float  # of all providers' positive credit
-    share_low: float
+    share: float  # the headline: its share of the help, every query weighing the same
+    share_low: float  # the band (Report.band says how it was obtained)
     share_high: float
+    rank: int  # 1 = largest share, among all providers the report covers
+    rank_low: int  # the best and worst rank its band allows: providers whose bands overlap tie
+    rank_high: int
+    net: float  # signed, per-query normalised credit in [-1, 1]: below 0, on balance it hurt
+    queries_helped: int
+    queries_hurt: int
+    total_credit: float  # raw sums of influence: their scale differs from query to query
+    positive_credit: float
     examples: int  # examples valued
     top_examples_by_query: list[QueryEvidence]  # its highest-credit queries first
+
+    @property
+    def rank_range(self) -> str:
+        """"3" when its band overlaps no other provider's, else the ranks it ties over, e.g. "2–4"."""
+        return str(self.rank) if self.rank_low == self.rank_high else f"{self.rank_low}–{self.rank_high}"
 
 
 class ProviderCredit(_Model):
@@ -111,10 +124,14 @@ class ScoreHistogram(_Model):
         return self
 
 
+SCHEMA_VERSION = 2  # 2: per-query weighted shares, rank ranges, stability variants
+
+
 class Report(_Model):
-    schema_version: int = 1
+    schema_version: int = SCHEMA_VERSION
     title: str
     scope: str | None = None  # a provider's name in a per-provider export; None for the full report
+    providers_total: int  # how many providers the ranks are among (an export lists only its own)
     provenance: Provenance
     band: Band
     providers: list[ProviderReport]
@@ -126,6 +143,8 @@ class Report(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> Report:
         names = [p.provider for p in self.providers]
+        if self.providers_total < len(names) or (self.scope is None and self.providers_total != len(names)):
+            raise ValueError("providers_total must count the report's providers (all of them, but in an export)")
         if len(set(names)) != len(names):
             raise ValueError("provider names must be unique")
         if self.credit_matrix.providers != names:
@@ -143,5 +162,5 @@ class Report(_Model):
         raise KeyError(f"no provider {name!r} in this report")
 
     def ranked_providers(self) -> list[ProviderReport]:
-        """Largest share first, ties by name: the one order every table and the diff's rank use."""
-        return sorted(self.providers, key=lambda p: (-p.share, p.provider))
+        """By rank (largest share first), ties by name: the one order every table and the diff use."""
+        return sorted(self.providers, key=lambda p: (p.rank, p.provider))

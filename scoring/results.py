@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
+
+# What a stability measurement redraws: what the credit depends on by chance under each init.
+Varies = Literal["projection seed", "calibration half"]
 
 
 class Stability(BaseModel):
-    """Agreement of provider credits across projection seeds: the noise the bootstrap cannot see."""
+    """Agreement of provider credits when the projection is redrawn: the noise the bootstrap over
+    queries cannot see. Random init redraws the seed; PCA init, which has no seed, redraws the half
+    of the examples its KFAC factors are fitted on."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    seeds: list[int]
-    spearman_mean: float
+    varies: Varies
+    variants: list[int]  # the seeds (or the seeds of the halves)
+    spearman_mean: float  # of the query x provider credit matrix, over every pair of variants
     spearman_min: float
-    note: str = ""
+    share_spread: dict[str, float]  # per provider: max - min of its share across the variants
+    share_spread_median: float  # over all providers: the one figure of the spread a provider's export keeps
+    examples: int  # what it was measured on
+    queries: int
+    measured_at: datetime
+    snapshot: int | None = None  # the store's latest Fisher snapshot when it was measured (what "fresh" means)

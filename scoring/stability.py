@@ -1,34 +1,52 @@
-"""How much provider credit depends on the random projection's seed.
+"""How much provider credit depends on chance in the projection.
 
 The bootstrap band of a report resamples queries; it cannot see projection noise. This logs the
-same corpus and queries under several seeds and measures agreement of the provider credits
-(Spearman over the query x provider credit matrix, for every pair of seeds) and the spread of
-each provider's share across seeds.
+same corpus and queries under several variants of the projection and measures agreement of the
+provider credits (Spearman over the query x provider credit matrix, for every pair of variants)
+and the spread of each provider's share across them. A random projection's variants are its
+seeds; PCA init has no seed, and what moves its credit is the data it is fitted on, so its
+variants fit the PCA on different random halves of the examples (as evaluation.runner does).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 import torch
 
 from valuation import FisherConfig, LoGra, PreconditionedQueries, ProjectionConfig, influence_scores
 from valuation.config import DEFAULT_MODE, InfluenceMode
-from valuation.credit import credit_matrix, positive_shares
-from valuation.data import Example, providers_of
+from valuation.credit import credit_matrix, query_shares
+from valuation.data import Example, batches, encode_example, providers_of, to_device
 from valuation.pipeline import LoggingOptions, log_examples
 from valuation.stats import spearman
 
-from .results import Stability
+from .results import Stability, Varies
 
 
-def credit_under_seed(model, tokenizer, examples: Sequence[Example], queries: Sequence[Example], *,
-                      projection: ProjectionConfig, fisher: FisherConfig, mode: InfluenceMode,
-                      options: LoggingOptions = LoggingOptions()) -> tuple[list[str], np.ndarray]:
-    """(provider names, queries x providers credit) with the model's LoGra add-ons built from `projection`."""
-    logra = LoGra(model, projection)
+def varies(projection: ProjectionConfig) -> Varies:
+    return "calibration half" if projection.init == "pca" else "projection seed"
+
+
+def _variant(model, tokenizer, examples: Sequence[Example], projection: ProjectionConfig, variant: int,
+             fisher: FisherConfig, options: LoggingOptions) -> LoGra:
+    """LoGra add-ons for one variant: the seed's random projection, or PCA fitted on the variant's half."""
+    if projection.init != "pca":
+        return LoGra(model, projection.model_copy(update={"seed": variant}))
+    rng = np.random.default_rng(variant)
+    half = sorted(rng.permutation(len(examples))[: max(1, len(examples) // 2)].tolist())
+    encoded = [encode_example(tokenizer, examples[i], options.max_length) for i in half]
+    device = next(model.parameters()).device
+    calibration = (to_device(b, device) for b in batches(encoded, options.batch_size, tokenizer.pad_token_id))
+    return LoGra.with_pca(model, projection, calibration, fisher=fisher)
+
+
+def credit_under(logra: LoGra, tokenizer, examples: Sequence[Example], queries: Sequence[Example], *,
+                 fisher: FisherConfig, mode: InfluenceMode, options: LoggingOptions) -> tuple[list[str], np.ndarray]:
+    """(provider names, queries x providers credit) through `logra`'s add-ons, which it removes."""
     try:
         train = log_examples(logra, tokenizer, examples, options, fisher=fisher)
         query = log_examples(logra, tokenizer, queries, options)
@@ -41,27 +59,30 @@ def credit_under_seed(model, tokenizer, examples: Sequence[Example], queries: Se
     return credit_matrix(scores, providers_of(examples))
 
 
-def seed_stability(model, tokenizer, examples: Sequence[Example], queries: Sequence[Example], *,
-                   projection: ProjectionConfig, seeds: Sequence[int], fisher: FisherConfig | None = None,
-                   mode: InfluenceMode = DEFAULT_MODE, options: LoggingOptions = LoggingOptions()) -> Stability:
-    if len(seeds) < 2:
-        raise ValueError("stability needs at least two seeds")
+def credit_stability(model, tokenizer, examples: Sequence[Example], queries: Sequence[Example], *,
+                     projection: ProjectionConfig, variants: Sequence[int], fisher: FisherConfig | None = None,
+                     mode: InfluenceMode = DEFAULT_MODE, options: LoggingOptions = LoggingOptions(),
+                     snapshot: int | None = None) -> Stability:
+    """Stability of the credit under `variants` of `projection` (seeds, or calibration halves for PCA)."""
+    if len(variants) < 2:
+        raise ValueError("stability needs at least two variants (seeds)")
     fisher = fisher or FisherConfig()
     credits = {}
-    for seed in seeds:
-        names, credits[seed] = credit_under_seed(
-            model, tokenizer, examples, queries,
-            projection=projection.model_copy(update={"seed": seed}), fisher=fisher, mode=mode, options=options,
-        )
-    pairs = [spearman(credits[a], credits[b])
-             for a, b in itertools.combinations(seeds, 2)]
-    shares = np.stack([positive_shares(credits[s]) for s in seeds])
+    for variant in variants:
+        logra = _variant(model, tokenizer, examples, projection, variant, fisher, options)
+        names, credits[variant] = credit_under(logra, tokenizer, examples, queries, fisher=fisher, mode=mode,
+                                               options=options)
+    pairs = [spearman(credits[a], credits[b]) for a, b in itertools.combinations(variants, 2)]
+    # The reports' headline share, so the spread is in the unit the page shows.
+    shares = np.stack([query_shares(credits[v]) for v in variants])
     spread = shares.max(axis=0) - shares.min(axis=0)
-    widest = int(spread.argmax())
-    note = (f"Across seeds, shares moved by up to {spread[widest]:.1%} ({names[widest]}); "
-            f"median movement {np.median(spread):.1%}.")
-    return Stability(seeds=list(seeds), spearman_mean=float(np.mean(pairs)),
-                     spearman_min=float(np.min(pairs)), note=note)
+    return Stability(
+        varies=varies(projection), variants=list(variants),
+        spearman_mean=float(np.mean(pairs)), spearman_min=float(np.min(pairs)),
+        share_spread={name: float(s) for name, s in zip(names, spread)},
+        share_spread_median=float(np.median(spread)),
+        examples=len(examples), queries=len(queries), measured_at=datetime.now(UTC), snapshot=snapshot,
+    )
 
 
 def stability_key(projection: ProjectionConfig, model_fingerprint: str, mode: InfluenceMode) -> dict:

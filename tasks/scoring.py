@@ -10,6 +10,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext, get_run_context
+from pydantic import ValidationError
 
 from reporting.build import ExampleRecord, ScoringResult, TopK, build_report, score_histogram
 from reporting.export import write_report
@@ -59,7 +60,12 @@ def matching_stability(params: ScoreParams, store: GradientStore) -> Stability |
         return None
     saved = json.loads(path.read_text())
     key = stability_key(store.spec.config, store.model_fingerprint["fingerprint"], params.mode)
-    return Stability(**saved["stability"]) if saved["key"] == key else None
+    if saved.get("key") != key:
+        return None
+    try:
+        return Stability.model_validate(saved["stability"])
+    except (KeyError, ValidationError):  # written by an older version: as good as not measured
+        return None
 
 
 def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet, params: ScoreParams,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scoring.queries import QuerySet
-from scoring.stability import seed_stability, stability_key
+from scoring.stability import credit_stability, stability_key
 from valuation.fingerprint import model_fingerprint
 from valuation.pipeline import LoggingOptions
 
@@ -24,8 +24,8 @@ def measure_stability(params: NightlyParams, seeds: Sequence[int]) -> Path:
     if not examples:
         raise ValueError(f"no valid examples in {params.landing}")
     queries = QuerySet.load(params.queries).examples
-    stability = seed_stability(
-        model, tokenizer, examples, queries, projection=params.projection, seeds=seeds,
+    stability = credit_stability(
+        model, tokenizer, examples, queries, projection=params.projection, variants=seeds,
         fisher=params.fisher, mode=params.mode,
         options=LoggingOptions(params.model.batch_size, fitted_max_length(params.model.max_length, model, tokenizer)),
     )
@@ -33,6 +33,7 @@ def measure_stability(params: NightlyParams, seeds: Sequence[int]) -> Path:
     path = params.workspace.stability
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"key": key, "stability": stability.model_dump()}, indent=2))
-    print(f"Spearman of provider credit across seeds {list(seeds)}: mean {stability.spearman_mean:.2f}, "
-          f"min {stability.spearman_min:.2f}. {stability.note}\nsaved to {path}")
+    print(f"Spearman of provider credit across {stability.varies}s {list(seeds)}: mean {stability.spearman_mean:.2f}, "
+          f"min {stability.spearman_min:.2f}; shares moved by a median of {stability.share_spread_median:.1%}."
+          f"\nsaved to {path}")
     return path

@@ -17,12 +17,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reporting.build import ExampleRecord, ScoringResult, TopK, build_report, score_histogram, snippet
+from reporting.build import (
+    ExampleRecord,
+    ScoringResult,
+    TopK,
+    build_report,
+    rank_ranges,
+    score_histogram,
+    snippet,
+)
 from reporting.diff import diff_reports, format_diff, load_report
 from reporting.export import provider_export, write_report
 from reporting.model import Provenance, Report, Stability
 from reporting.render import to_csv, to_html, to_json, to_markdown
-from valuation.credit import credit_matrix, summarise
+from valuation.credit import credit_matrix, query_shares, summarise
 
 OUTPUT = Path(__file__).parent / "output"
 # The same names, in the same order, that infra/ensure-browser.sh looks for.
@@ -97,7 +105,11 @@ def make_report(providers=PROVIDERS, bias=(0.6, 0.1, -0.2), seed=0, n_queries=4,
         snippet_chars=60,
         bootstrap=200,
         score_histogram=score_histogram(scores.mean(axis=0), codes, names, bins=12),
-        stability=Stability(seeds=[0, 1, 2], spearman_mean=0.93, spearman_min=0.88, note="3 seeds on the sample."),
+        stability=Stability(
+            varies="projection seed", variants=[0, 1, 2], spearman_mean=0.93, spearman_min=0.88,
+            share_spread={name: 0.01 * (i + 1) for i, name in enumerate(names)}, share_spread_median=0.02,
+            examples=len(records), queries=n_queries, measured_at=datetime(2025, 1, 2, 1, 0, tzinfo=UTC), snapshot=3,
+        ),
     ), scores, records
 
 
@@ -112,9 +124,9 @@ def test_report_figures_match_the_scores(built):
     expected = {s.provider: s for s in summarise(credit, names, [6, 6, 6], bootstrap=200, seed=0)}
     for p in report.providers:
         s = expected[p.provider]
-        assert (p.total_credit, p.positive_credit, p.share, p.share_low, p.share_high, p.examples) == (
-            s.total_credit, s.positive_credit, s.share, s.share_low, s.share_high, s.examples
-        )
+        fields = ("total_credit", "positive_credit", "share", "share_low", "share_high", "net", "queries_helped",
+                  "queries_hurt", "examples")
+        assert [getattr(p, f) for f in fields] == [getattr(s, f) for f in fields]
     assert sum(p.share for p in report.providers) == pytest.approx(1.0)
     assert report.ranked_providers()[0].provider == "acme"
     assert np.allclose(report.credit_matrix.values, credit)
@@ -131,6 +143,37 @@ def test_report_figures_match_the_scores(built):
         for qe in p.top_examples_by_query:
             assert len(qe.examples) == 3 and all(e.provider == p.provider for e in qe.examples)
             assert [e.score for e in qe.examples] == sorted((e.score for e in qe.examples), reverse=True)
+
+
+def test_every_query_weighs_the_same_in_the_share():
+    # Query 0 is "long": its credit is 100x that of the others, where b does all the helping.
+    credit = np.array([[100.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    by_name = {s.provider: s for s in summarise(credit, ["a", "b"], [1, 1], bootstrap=50)}
+    assert by_name["a"].share == pytest.approx(0.25) and by_name["b"].share == pytest.approx(0.75)
+    assert by_name["a"].positive_credit == 100.0  # the raw sum would have made a the leader
+    assert query_shares(credit * np.array([[1e-3], [7.0], [1.0], [1e4]])) == pytest.approx([0.25, 0.75])
+
+
+def test_a_fair_share_and_a_negative_net_are_explained_side_by_side():
+    # a helps a lot on one query and hurts on three: share of help and net point different ways.
+    credit = np.array([[5.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0]])
+    a = summarise(credit, ["a", "b"], [1, 1], bootstrap=50)[0]
+    assert a.share > 0.2 and a.net < 0 and (a.queries_helped, a.queries_hurt) == (1, 3)
+    report = make_report(providers=("acme", "borealis"), bias=(0.0, 0.4), n_queries=6)[0]
+    text = to_markdown(report)
+    assert "Headline figure: each provider's share of the help, in percent" in text
+    for term in ("**Share of help**", "**Band**", "**Rank**", "**Net**", "**Raw credit**"):
+        assert term in text
+
+
+def test_overlapping_bands_tie_ranks():
+    share = np.array([0.40, 0.25, 0.20, 0.15])
+    low, high = share - np.array([0.02, 0.06, 0.06, 0.02]), share + np.array([0.02, 0.06, 0.06, 0.02])
+    rank, best, worst = rank_ranges(share, low, high)
+    assert rank.tolist() == [1, 2, 3, 4]
+    assert list(zip(best.tolist(), worst.tolist())) == [(1, 1), (2, 3), (2, 4), (3, 4)]
+    # A band that misses its own point estimate is widened to include it.
+    assert rank_ranges(np.array([0.5, 0.5]), np.array([0.6, 0.1]), np.array([0.7, 0.2]))[1].tolist() == [1, 1]
 
 
 def test_snippets_are_collapsed_and_cut_on_words():
@@ -154,7 +197,7 @@ def test_markdown_has_provenance_and_every_provider(built):
     for value in ("f00dfeed12345678", "proj0123456789ab", "relatif", "9" * 64, "0.1.0+abc1234", "nightly-41"):
         assert value in unescaped
     assert "<script>" not in text  # untrusted snippets stay inert
-    assert "Spearman 0.93" in text
+    assert "Spearman 0.93" in text and "projection seed (0, 1, 2)" in text
     assert f"p99 {report.queries[0].score_quantiles['p99']:.4g}" in text
 
 
@@ -285,3 +328,10 @@ def test_html_opens_in_headless_chromium(built, tmp_path):
     assert "<h1>Data contribution report</h1>" in dom
     assert "&lt;script&gt;alert('x')&lt;/script&gt;" in dom  # the hostile snippet is text, not elements
     assert "<script" not in dom and "<img" not in dom
+
+
+def test_a_report_of_an_older_schema_is_refused_in_one_line(built, tmp_path):
+    old = json.loads(to_json(built[0])) | {"schema_version": 1}
+    (tmp_path / "report.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="schema-1 report; this version reads schema 2"):
+        load_report(tmp_path)

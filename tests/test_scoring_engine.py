@@ -176,6 +176,7 @@ def test_provider_summary_shares_and_band():
     by_name = {s.provider: s for s in summary}
     assert by_name["a"].positive_credit == 6.0 and by_name["c"].total_credit == -2.0
     assert sum(s.share for s in summary) == pytest.approx(1.0)
-    assert by_name["a"].share == pytest.approx(0.6)
+    assert by_name["a"].share == pytest.approx((3 / 4 + 1 / 3 + 2 / 3) / 3)  # each query's share, averaged
+    assert (by_name["c"].queries_helped, by_name["c"].queries_hurt) == (2, 1)
     for s in summary:
         assert s.share_low <= s.share <= s.share_high
