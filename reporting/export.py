@@ -1,8 +1,10 @@
 """Per-provider exports and writing a report's files to a directory.
 
-A provider receives only its own examples and its own figures: other providers' names, examples
-and per-provider numbers stay in the full report. Aggregates over all data (the query snippets,
-quantiles of all scores, the stability of the ranking) carry no one provider's information.
+A provider receives only its own examples and its own figures (its rank among all providers
+included): other providers' names, examples and per-provider numbers stay in the full report.
+Aggregates over all data (the query snippets, quantiles of all scores, the agreement and median
+spread of the stability measurement) carry no one provider's information. Each export is a JSON
+file and an HTML page to send, with a print stylesheet so it prints to PDF as it is.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ def provider_export(report: Report, provider: str) -> Report:
     )
 
 
-def export_filename(provider: str) -> str:
-    """`<provider>.json`, refusing any name that is not one plain file name.
+def export_filename(provider: str, suffix: str = ".json") -> str:
+    """`<provider><suffix>`, refusing any name that is not one plain file name.
 
     Names come from the providers' own data: a "../" or an absolute path would write elsewhere.
     """
@@ -86,7 +88,7 @@ def export_filename(provider: str) -> str:
         or len(provider.encode()) > 200
     ):
         raise ValueError(f"provider name {provider!r} cannot be used as a file name")
-    return f"{provider}.json"
+    return f"{provider}{suffix}"
 
 
 def _export_paths(directory: Path, providers: list[str]) -> dict[str, Path]:
@@ -122,11 +124,20 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _export_files(report: Report, name: str, path: Path) -> dict[str, tuple[Path, str]]:
+    export = provider_export(report, name)
+    return {
+        f"provider:{name}": (path, to_json(export)),
+        f"provider-html:{name}": (path.with_name(export_filename(name, ".html")), to_html(export)),
+    }
+
+
 def write_report(report: Report, directory: str | os.PathLike) -> dict[str, Path]:
     """Write every format and every provider's export; returns kind -> path.
 
-    Kinds: json, markdown, html, providers_csv, credit_matrix_csv and `provider:<name>`. All names
-    are checked before anything is written, and report.json is written last, so its presence
+    Kinds: json, markdown, html, providers_csv, credit_matrix_csv, `provider:<name>` (its export as
+    JSON) and `provider-html:<name>` (the page to send it: printable, its own figures only). All
+    names are checked before anything is written, and report.json is written last, so its presence
     means the directory is complete.
     """
     directory = Path(directory).resolve()
@@ -137,7 +148,7 @@ def write_report(report: Report, directory: str | os.PathLike) -> dict[str, Path
         "html": (directory / "report.html", to_html(report)),
         "providers_csv": (directory / "providers.csv", csvs["providers.csv"]),
         "credit_matrix_csv": (directory / "credit_matrix.csv", csvs["credit_matrix.csv"]),
-        **{f"provider:{name}": (path, to_json(provider_export(report, name))) for name, path in exports.items()},
+        **{kind: file for name, path in exports.items() for kind, file in _export_files(report, name, path).items()},
         "json": (directory / "report.json", to_json(report)),
     }
     (directory / "providers").mkdir(parents=True, exist_ok=True)

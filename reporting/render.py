@@ -59,6 +59,7 @@ def figure_notes(report: Report) -> list[tuple[str, str]]:
     """(figure, what it means) for the figures of the provider table, stated on every page."""
     band = report.band
     n = len(report.queries)
+    where_raw = "report.json, providers.csv" if report.scope is None else "this provider's .json export"
     return [
         ("Share of help", "the headline figure, in percent. On each query, every provider whose examples lowered "
          "the query's loss gets its fraction of all the lowering on that query; the share is that fraction "
@@ -76,7 +77,7 @@ def figure_notes(report: Report) -> list[tuple[str, str]]:
          "hurt (raised the loss), so a provider can hold a fair share and a negative net: it helped much on a "
          "few queries and hurt on more."),
         ("Helped / hurt", "how many queries its credit was positive / negative on."),
-        ("Raw credit", "total_credit and positive_credit (report.json, providers.csv) are plain sums of influence "
+        ("Raw credit", f"total_credit and positive_credit ({where_raw}) are plain sums of influence "
          "over the queries; their scale differs from query to query, so they rank providers differently "
          "from the share and are not shown here."),
     ]

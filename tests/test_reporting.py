@@ -257,7 +257,9 @@ def test_write_report_writes_every_file_and_loads_back(built, tmp_path):
     paths = write_report(report, tmp_path / "run")
     assert {"json", "markdown", "html", "providers_csv", "credit_matrix_csv"} <= paths.keys()
     assert all(p.is_file() for p in paths.values())
-    assert sorted(p.name for p in (tmp_path / "run" / "providers").iterdir()) == sorted(f"{n}.json" for n in PROVIDERS)
+    assert sorted(p.name for p in (tmp_path / "run" / "providers").iterdir()) == sorted(
+        f"{n}{suffix}" for n in PROVIDERS for suffix in (".html", ".json")
+    )
     assert not list((tmp_path / "run").rglob("*.tmp"))
     assert load_report(tmp_path / "run") == report == load_report(paths["json"])
     assert load_report(paths["provider:acme"]) == provider_export(report, "acme")
@@ -291,43 +293,94 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", header[16:24])
 
 
-def test_html_opens_in_headless_chromium(built, tmp_path):
+_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+    "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars", "--enable-logging=stderr", "--v=0", "--window-size=1280,2000",
+)
+# Console messages (script errors, fetches the page's CSP blocked) reach stderr as "CONSOLE".
+CONSOLE_ERROR = re.compile(r"CONSOLE|Uncaught|Refused to")
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    """Runs headless Chromium on a page: chromium(page, profile_name, *flags) -> CompletedProcess."""
     browser = next((b for b in map(shutil.which, BROWSERS) if b), None)
     if browser is None:
         pytest.skip("no chromium on PATH: run `bash infra/ensure-browser.sh` (installs it when root)")
+
+    def run(page: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
+        command = [browser, *_FLAGS, f"--user-data-dir={tmp_path / name}", *extra, page.as_uri()]
+        return subprocess.run(command, capture_output=True, text=True, timeout=90)
+
+    return run
+
+
+def test_html_opens_in_headless_chromium(built, tmp_path, chromium):
     out = OUTPUT / "html_report"
     shutil.rmtree(out, ignore_errors=True)
     paths = write_report(built[0], out)
-    flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--hide-scrollbars", "--enable-logging=stderr", "--v=0", "--window-size=1280,2000",
-    ]
 
-    def run(page: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
-        command = [browser, *flags, f"--user-data-dir={tmp_path / name}", *extra, page.as_uri()]
-        return subprocess.run(command, capture_output=True, text=True, timeout=90)
-
-    # Console messages (script errors, fetches the page's CSP blocked) reach stderr as "CONSOLE".
-    console_error = re.compile(r"CONSOLE|Uncaught|Refused to")
     # Control: a broken page must be caught, else a silent log format change would pass anything.
     broken = tmp_path / "broken.html"
     broken.write_text("<!DOCTYPE html><body><script>undefinedFunction();</script></body>")
-    assert console_error.search(run(broken, "control", f"--screenshot={tmp_path / 'control.png'}").stderr)
+    assert CONSOLE_ERROR.search(chromium(broken, "control", f"--screenshot={tmp_path / 'control.png'}").stderr)
 
     screenshot = out / "report.png"
-    shot = run(paths["html"], "screenshot", f"--screenshot={screenshot}")
+    shot = chromium(paths["html"], "screenshot", f"--screenshot={screenshot}")
     (out / "chromium-stderr.log").write_text(shot.stderr)
     assert screenshot.is_file(), shot.stderr[-2000:]
     assert png_size(screenshot) == (1280, 2000)
     assert screenshot.stat().st_size > 30_000  # a blank page compresses to a few KB
-    assert not console_error.search(shot.stderr), shot.stderr[-2000:]
+    assert not CONSOLE_ERROR.search(shot.stderr), shot.stderr[-2000:]
 
-    dom = run(paths["html"], "dom", "--dump-dom").stdout
+    dom = chromium(paths["html"], "dom", "--dump-dom").stdout
     assert dom.count("<svg") == 2 and "<path" in dom  # both charts are in the rendered page
     assert "<h1>Data contribution report</h1>" in dom
     assert "&lt;script&gt;alert('x')&lt;/script&gt;" in dom  # the hostile snippet is text, not elements
     assert "<script" not in dom and "<img" not in dom
+
+
+def _leaks(text: str, report: Report, provider: str) -> list[str]:
+    """Every other provider's name and example id found in `text`, raw or as HTML/JSON escape it."""
+    others = [p for p in report.providers if p.provider != provider]
+    ids = {e.example_id for p in others for qe in p.top_examples_by_query for e in qe.examples}
+    ids |= {e.example_id for q in report.queries for e in q.top_examples if e.provider != provider}
+    return [
+        value for value in [p.provider for p in others] + sorted(ids)
+        if any(form in text for form in (value, html.escape(value, quote=True), json.dumps(value)[1:-1]))
+    ]
+
+
+def test_every_export_holds_no_other_providers_name_or_examples(built, tmp_path):
+    report = built[0]
+    paths = write_report(report, tmp_path / "run")
+    for p in report.providers:
+        page, data = (paths[f"{kind}:{p.provider}"].read_text() for kind in ("provider-html", "provider"))
+        assert paths[f"provider-html:{p.provider}"].name == f"{p.provider}.html"
+        for text in (page, data):
+            assert _leaks(text, report, p.provider) == []
+        # Its rank among all providers, never "rank 1" of a list of one.
+        assert f"rank {p.rank_range} of {len(report.providers)} providers" in html.unescape(page)
+        assert "@media print" in page and "<svg" in page  # printable; its own score distribution
+    control = to_html(report)  # the check finds what it looks for
+    assert _leaks(control, report, "acme") and _leaks(to_json(report), report, "acme")
+
+
+def test_an_export_opens_and_prints_in_headless_chromium(built, tmp_path, chromium):
+    report = built[0]
+    last = report.ranked_providers()[-1].provider
+    out = OUTPUT / "provider_export"
+    shutil.rmtree(out, ignore_errors=True)
+    page = write_report(report, out)[f"provider-html:{last}"]
+    screenshot, pdf = out / "export.png", out / "export.pdf"
+    shot = chromium(page, "screenshot", f"--screenshot={screenshot}")
+    assert screenshot.is_file() and screenshot.stat().st_size > 20_000, shot.stderr[-2000:]
+    assert not CONSOLE_ERROR.search(shot.stderr), shot.stderr[-2000:]
+    printed = chromium(page, "pdf", f"--print-to-pdf={pdf}", "--no-pdf-header-footer")
+    assert pdf.is_file() and pdf.read_bytes()[:5] == b"%PDF-", printed.stderr[-2000:]
+    dom = chromium(page, "dom", "--dump-dom").stdout
+    assert _leaks(dom, report, last) == [] and "<script" not in dom
 
 
 def test_a_report_of_an_older_schema_is_refused_in_one_line(built, tmp_path):
