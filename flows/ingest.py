@@ -63,7 +63,8 @@ def ingest(params: IngestParams = IngestParams()) -> State:
         devices = params.model.devices or [params.model.device]
         for i, v in enumerate(good):
             on_device = params.model.model_copy(update={"device": devices[i % len(devices)]})
-            futures.append(log_and_commit.submit(v, params.model_copy(update={"model": on_device}), store_url))
+            futures.append(log_and_commit.submit(v, params.model_copy(update={"model": on_device}), store_url,
+                                                 store.n_rows if store else 0))
     wait(futures)
     failures = [f for f in futures if f.state.is_failed()]
     summary.outcomes += [f.result() for f in futures if not f.state.is_failed()]

@@ -8,6 +8,7 @@
 
 from .codecs import CodecConfig, Precision
 from .errors import (
+    DuplicateIdsError,
     ModelMismatchError,
     RowsInvalidError,
     StoreError,
@@ -25,7 +26,8 @@ from .staging import StageResult, StagingArea
 from .store import GradientStore
 
 __all__ = [
-    "CodecConfig", "CommitResult", "GradientStore", "ManifestEntry", "ModelMismatchError", "Precision",
+    "CodecConfig", "CommitResult", "DuplicateIdsError", "GradientStore", "ManifestEntry", "ModelMismatchError",
+    "Precision",
     "RowMetadata", "RowsInvalidError", "StageResult", "StagingArea", "StoreError", "StoreExistsError",
     "StoreFormatError", "StoreLockedError", "StoreNotFoundError", "StoredMetadata", "StoredSnapshot",
     "format_info", "store_info", "verify_store",

@@ -52,3 +52,7 @@ class ModelMismatchError(StoreError):
 
 class RowsInvalidError(StoreError):
     """Rows or metadata handed to the store do not fit its layout."""
+
+
+class DuplicateIdsError(RowsInvalidError):
+    """A shard whose example ids are already committed (or repeat within it): nothing is written."""

@@ -8,6 +8,9 @@ Everything here runs under the committer lock. The order is what makes a crash h
 4. write the manifest: the new entries and the new totals' name, in one write. From this write
    on, and not before, the shards exist and the totals count them
 5. drop the old totals group
+Step 2 is preceded by the id check: a new shard whose example ids are committed already (or
+are another new shard's of the same batch, or repeat within it) is refused and not written, so
+two ingestions validating against the same old view cannot both add an id.
 A crash before 4 leaves a tail and an orphan totals group that readers never see and the next
 commit drops; the rerun redoes the shards from scratch. A crash after 4 leaves an old totals
 group that the next commit drops. A shard already in the manifest is never written again.
@@ -15,6 +18,7 @@ group that the next commit drops. A shard already in the manifest is never writt
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,9 +56,10 @@ def utc_now() -> str:
 @dataclass(frozen=True)
 class CommitResult:
     shard_hash: str
-    status: Literal["committed", "already_committed"]
+    status: Literal["committed", "already_committed", "refused"]
     row_start: int
     row_stop: int
+    reason: str = ""  # why a refused shard was not written
 
     @property
     def committed(self) -> bool:
@@ -68,6 +73,8 @@ class CommitResult:
     def __str__(self) -> str:
         if self.committed:
             return f"shard {self.shard_hash}: committed {self.rows} rows [{self.row_start}, {self.row_stop})"
+        if self.status == "refused":
+            return f"shard {self.shard_hash}: refused, nothing written: {self.reason}"
         return f"shard {self.shard_hash}: already committed (rows [{self.row_start}, {self.row_stop})), nothing written"
 
 
@@ -84,6 +91,8 @@ class ShardSource(Protocol):
     def aggregates(self) -> Aggregates: ...
 
     def read(self, start: int, stop: int) -> tuple[EncodedRows, RowMetadata]: ...
+
+    def example_ids(self) -> list[str]: ...
 
 
 @dataclass
@@ -102,6 +111,9 @@ class PreparedShard:
 
     def read(self, start: int, stop: int) -> tuple[EncodedRows, RowMetadata]:
         return self.encoded.slice(start, stop), self.meta.slice(start, stop)
+
+    def example_ids(self) -> list[str]:
+        return self.meta.example_ids
 
 
 def _as_numpy(rows) -> np.ndarray:
@@ -184,6 +196,36 @@ def discard_uncommitted(root: zarr.Group, arrays: RowArrays, manifest: Manifest)
         del totals[orphan]
 
 
+def _shown(ids: Sequence[str]) -> str:
+    return ", ".join(repr(i) for i in ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+
+def _refuse_duplicates(arrays: RowArrays, manifest: Manifest, new: Sequence[ShardSource],
+                       checked_below: int) -> tuple[list[ShardSource], dict[str, CommitResult]]:
+    """(the new shards whose ids are unique, results for the refused ones). Committed rows below
+    `checked_below` are not read: the caller has checked these shards' ids against them."""
+    committed = arrays.columns["example_id"][min(checked_below, manifest.n_rows):manifest.n_rows]
+    owner = {}
+    if len(committed):
+        shards = arrays.columns["shard"][min(checked_below, manifest.n_rows):manifest.n_rows]
+        names = {e.shard_hash: e.name or e.shard_hash for e in manifest.entries}
+        owner = {i: f"committed shard {names.get(h, h)}" for i, h in zip(committed.tolist(), shards.tolist())}
+    accepted, refused = [], {}
+    for source in new:
+        ids = source.example_ids()
+        repeated = sorted({i for i in ids if i in owner})
+        clash = f"example id(s) {_shown(repeated)} are in {owner[repeated[0]]} already" if repeated else ""
+        if not clash and len(set(ids)) != len(ids):
+            twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+            clash = f"example id(s) {_shown(twice)} repeat within the shard"
+        if clash:
+            refused[source.shard_hash] = CommitResult(source.shard_hash, "refused", 0, 0, clash)
+            continue
+        accepted.append(source)
+        owner.update(dict.fromkeys(ids, f"shard {source.name or source.shard_hash} of the same commit"))
+    return accepted, refused
+
+
 def _write_rows(arrays: RowArrays, attrs: StoreAttributes, source: ShardSource, start: int,
                 fence: Callable[[], None]) -> tuple[str, str, dict[str, str]]:
     rows_hash, meta_hash = RowsHasher(), MetaHasher()
@@ -203,9 +245,12 @@ def commit(
     sources: Sequence[ShardSource],
     flush: Callable[[], None],
     fence: Callable[[], None] = lambda: None,
+    ids_checked_below: int = 0,
 ) -> list[CommitResult]:
-    """Commit `sources` in order, in one manifest write. `fence` raises if this committer has
-    lost the lock (called before every write, see lease.py)."""
+    """Commit `sources` in order, in one manifest write; a shard with an example id the store (or
+    an earlier source) holds is refused. `ids_checked_below`: committed rows the caller has
+    already checked the sources' ids against (its validation's view). `fence` raises if this
+    committer has lost the lock (called before every write, see lease.py)."""
     manifest = read_manifest_state(root)
     results: dict[str, CommitResult] = {}
     new: list[ShardSource] = []
@@ -218,8 +263,12 @@ def commit(
             new.append(source)
     if not new:
         return _in_order(sources, results)
-    fence()
     arrays = RowArrays.of(root)
+    new, refused = _refuse_duplicates(arrays, manifest, new, ids_checked_below)
+    results.update(refused)
+    if not new:
+        return _in_order(sources, results)
+    fence()
     discard_uncommitted(root, arrays, manifest)
     totals = read_totals(root, attrs, manifest)
     start = manifest.n_rows
@@ -257,7 +306,7 @@ def _in_order(sources: Sequence[ShardSource], results: dict[str, CommitResult]) 
     out, seen = [], set()
     for source in sources:
         result = results[source.shard_hash]
-        if source.shard_hash in seen:
+        if source.shard_hash in seen and result.status != "refused":
             result = CommitResult(result.shard_hash, "already_committed", result.row_start, result.row_stop)
         seen.add(source.shard_hash)
         out.append(result)

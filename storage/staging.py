@@ -197,6 +197,9 @@ class StagedShard:
     def read(self, start: int, stop: int) -> tuple[EncodedRows, RowMetadata]:
         return self.arrays.read_encoded(start, stop), self.arrays.read_meta(start, stop)
 
+    def example_ids(self) -> list[str]:
+        return self.arrays.columns["example_id"][: self.n_rows].tolist()
+
 
 def _staging_groups(root: zarr.Group) -> list[tuple[str, str, zarr.Group]]:
     found = []
@@ -227,16 +230,18 @@ def commit_staged(
     flush: Callable[[], None],
     fence: Callable[[], None] = lambda: None,
     shards: Sequence[str] | None = None,
+    ids_checked_below: int = 0,
 ) -> list[CommitResult]:
     """Publish ready staged shards: all of them oldest first, or those of `shards` that are ready,
-    in that order. Call under the committer lock."""
+    in that order. Call under the committer lock. Refused shards (example ids the store holds)
+    are dropped with the committed ones: an append-only store can never take them."""
     staged = list_staged(root, attrs)
     if shards is not None:
         by_hash: dict[str, list[StagedShard]] = {}
         for s in staged:
             by_hash.setdefault(s.shard_hash, []).append(s)
         staged = [s for h in dict.fromkeys(shards) for s in by_hash.get(h, [])]
-    results = commit(root, attrs, staged, flush, fence)
+    results = commit(root, attrs, staged, flush, fence, ids_checked_below)
     for s in staged:
         del root[STAGING][s.worker_id][s.shard_hash]
     now = datetime.now(UTC)

@@ -31,6 +31,7 @@ from . import snapshots
 from .aggregates import Aggregates, ProviderSums, read_fisher, read_providers
 from .codecs import CodecConfig, EncodedRows, decode
 from .errors import (
+    DuplicateIdsError,
     IncompleteStoreError,
     RowsInvalidError,
     StoreError,
@@ -326,10 +327,13 @@ class GradientStore:
         model_fingerprint: dict[str, Any],
         name: str | None = None,
         fisher: FisherConfig | None = None,
+        ids_checked_below: int = 0,
     ) -> CommitResult:
         """Append one shard's rows (n x K float32, numpy or torch), metadata and Fisher partial
         sums (computed from the rows when None), under the committer lock. A shard whose hash
-        is already committed is not written again: the result says `already_committed`."""
+        is already committed is not written again: the result says `already_committed`. One
+        with an example id the store holds raises DuplicateIdsError, nothing written;
+        `ids_checked_below` rows the caller has checked the ids against already are not read."""
         self.check_compatible(spec, model_fingerprint)
         self.check_fisher(fisher)
         with self._committing() as root:
@@ -337,7 +341,10 @@ class GradientStore:
             if entry is not None:  # skip the encoding; commit() would write nothing either
                 return CommitResult(shard_hash, "already_committed", entry.row_start, entry.row_stop)
             prepared = prepare_shard(self.attributes, shard_hash, rows, metadata, fisher_partial, name)
-            return commit(root, self.attributes, [prepared], self._flush)[0]
+            result = commit(root, self.attributes, [prepared], self._flush, ids_checked_below=ids_checked_below)[0]
+        if result.status == "refused":
+            raise DuplicateIdsError(f"{self.url}: shard {name or shard_hash}: {result.reason}; nothing was written")
+        return result
 
     def stage(self, worker_id: str, *, spec: ProjectionSpec, model_fingerprint: dict[str, Any],
               fisher: FisherConfig | None = None) -> StagingArea:
@@ -348,11 +355,13 @@ class GradientStore:
         self.check_fisher(fisher)
         return StagingArea(self.root, self.attributes, worker_id)
 
-    def commit_staged(self, shards: Sequence[str] | None = None) -> list[CommitResult]:
+    def commit_staged(self, shards: Sequence[str] | None = None, *, ids_checked_below: int = 0) -> list[CommitResult]:
         """Publish the shards the staging areas hold ready under the committer lock: all, oldest
-        first, or the ready ones of `shards` in that order (the order they take in the manifest)."""
+        first, or the ready ones of `shards` in that order (the order they take in the manifest).
+        A shard with an example id the store holds is `refused` (its staging group dropped)."""
         with self._committing() as root:
-            return commit_staged(root, self.attributes, self._flush, shards=shards)
+            return commit_staged(root, self.attributes, self._flush, shards=shards,
+                                 ids_checked_below=ids_checked_below)
 
     # ---- Fisher --------------------------------------------------------------------------
 

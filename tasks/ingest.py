@@ -9,7 +9,14 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from sample import SHARDS_DIR
-from storage import GradientStore, ModelMismatchError, RowMetadata, StoreExistsError, StoreNotFoundError
+from storage import (
+    DuplicateIdsError,
+    GradientStore,
+    ModelMismatchError,
+    RowMetadata,
+    StoreExistsError,
+    StoreNotFoundError,
+)
 from valuation import ProjectionMismatchError
 from valuation.data import Example, providers_of
 from valuation.pipeline import log_examples
@@ -132,11 +139,14 @@ def prepare_store(params: IngestParams, calibration: list[Example]) -> str:
     retry_condition_fn=retry_if_transient,
 )
 @fails_in_one_line
-def log_and_commit(validated: ValidatedShard, params: IngestParams, store_url: str) -> ShardOutcome:
+def log_and_commit(validated: ValidatedShard, params: IngestParams, store_url: str,
+                   ids_checked_below: int = 0) -> ShardOutcome:
     """Log the shard's LoGra gradients and commit them with its Fisher partial sums.
 
     Idempotent: a shard the store's manifest holds is not logged again, and the store itself
-    refuses to add a committed content hash twice.
+    refuses to add a committed content hash twice. Validation checked the ids against the
+    store's first `ids_checked_below` rows; the commit checks them against the rest, under the
+    lock, so a shard another run committed meanwhile with the same ids defers this one.
     """
     logger = get_run_logger()
     ref = validated.shard
@@ -160,9 +170,15 @@ def log_and_commit(validated: ValidatedShard, params: IngestParams, store_url: s
     examples = validated.examples
     metadata = RowMetadata(logged.ids, providers_of(examples), logged.n_tokens,
                            snippets=[e.display_text for e in examples])
-    result = gradient_store.commit_shard(
-        ref.sha256, logged.rows, metadata, logged.fisher,
-        spec=loaded.logra.spec, model_fingerprint=loaded.fingerprint, name=ref.name, fisher=params.fisher,
-    )
+    try:
+        result = gradient_store.commit_shard(
+            ref.sha256, logged.rows, metadata, logged.fisher, spec=loaded.logra.spec,
+            model_fingerprint=loaded.fingerprint, name=ref.name, fisher=params.fisher,
+            ids_checked_below=ids_checked_below,
+        )
+    except DuplicateIdsError as err:
+        # Validation will name the lines next run, when it sees the ids committed.
+        logger.warning("%s is deferred: %s", ref.name, err)
+        return ShardOutcome(ref.name, ref.sha256, "deferred", detail=one_line(err))
     logger.info("%s: %s rows [%d, %d)", ref.name, result.status, result.row_start, result.row_stop)
     return ShardOutcome(ref.name, ref.sha256, result.status, result.rows)

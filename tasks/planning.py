@@ -18,7 +18,8 @@ ShardStatus = Literal[
     "skipped",  # in the store before the night began
     "held",  # the same content was quarantined before: fix the file to ingest it
     "quarantined",  # bad lines found this night
-    "deferred",  # shares example ids or a provider's spelling with another new shard: waits for the next night
+    "deferred",  # shares example ids or a provider's spelling with another new shard (of this run, or
+    # committed by another run meanwhile): waits for the next night
     "waiting",  # may still be uploading (modified just now, or changed while read): looked at again next run
     "refused",  # not a shard: a directory, or a link leaving the landing location; never read
 ]

@@ -3,6 +3,7 @@ decides what is committed."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from flows.ingest import ingest
 from storage import GradientStore, verify_store
 
-from .flow_fixtures import SAMPLE_SHARDS, land, nightly_params
+from .flow_fixtures import SAMPLE_SHARDS, finished_upload, land, nightly_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -38,3 +39,40 @@ def test_a_restored_workspace_takes_the_shards_its_backup_lacks(tmp_path, sample
     store = GradientStore.open(params.workspace.store_url, read_only=True)
     assert store.n_rows == rows_of(*SAMPLE_SHARDS[:2])
     assert verify_store(params.workspace.store_url) == []
+
+
+def test_two_runs_from_two_landings_never_duplicate_an_example_id(tmp_path, sample_model_dir):
+    """Run B validated its shard before run A committed a shard naming ten of its examples: the
+    commit itself, under the lock, defers B's shard; the next run quarantines it line by line."""
+    from prefect import flow
+
+    from tasks.ingest import log_and_commit
+    from tasks.shards import discover_shards, validate_shard
+
+    params_a = nightly_params(tmp_path, sample_model_dir).ingest()
+    landing_b = tmp_path / "landing-b"
+    landing_b.mkdir()
+    params_b = params_a.model_copy(update={"landing": str(landing_b)})
+    land(params_a, SAMPLE_SHARDS[0])
+    shared = [json.loads(line)["id"] for line in SAMPLE_SHARDS[0].read_text().splitlines()[:10]]
+    lines = [json.loads(line) for line in SAMPLE_SHARDS[1].read_text().splitlines()]
+    for record, example_id in zip(lines, shared):
+        record["id"] = example_id
+    (landing_b / "night-b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    finished_upload(landing_b / "night-b.jsonl")
+    validated_b = validate_shard(discover_shards(str(landing_b)).shards[0])  # against the empty store
+    assert validated_b.ok
+
+    assert ingest(params_a, return_state=True).is_completed()
+    # Run B's commit of a shard it validated before A's commit (what the race does):
+    outcome = flow(name="run-b")(lambda: log_and_commit(validated_b, params_b, params_a.workspace.store_url, 0))()
+    assert outcome.status == "deferred" and repr(shared[0]) in outcome.detail and "and 5 more" in outcome.detail
+    assert SAMPLE_SHARDS[0].name in outcome.detail
+    store = GradientStore.open(params_a.workspace.store_url, read_only=True)
+    assert store.n_rows == rows_of(SAMPLE_SHARDS[0])
+
+    again = ingest(params_b, return_state=True)
+    assert again.is_failed() and "night-b.jsonl" in again.message  # quarantined, the ids named per line
+    ids = GradientStore.open(params_a.workspace.store_url, read_only=True).read_metadata().example_ids
+    assert len(ids) == len(set(ids)) == rows_of(SAMPLE_SHARDS[0])
+    assert verify_store(params_a.workspace.store_url) == []

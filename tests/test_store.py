@@ -10,6 +10,7 @@ import torch
 
 from storage import (
     CodecConfig,
+    DuplicateIdsError,
     GradientStore,
     ModelMismatchError,
     RowMetadata,
@@ -84,6 +85,31 @@ def test_recommitting_a_shard_is_a_no_op_that_says_so(url):
     assert "already committed" in str(again)
     assert store.n_rows == 100 and len(store.manifest) == 2 and store.is_committed(again.shard_hash)
     assert len(set(store.read_metadata().example_ids)) == 100
+
+
+def test_example_ids_are_unique_at_commit_whatever_the_caller_checked(url):
+    store = create(url)
+    commit(store, 0, 20)
+    snapshot = [e.model_dump() for e in store.manifest], store.fisher_partial().count
+    taken = make_shard(1, 12, ids_of=0)  # other rows naming examples s0-ex0..11
+    with pytest.raises(DuplicateIdsError, match=r"'s0-ex0', .* and 7 more are in committed shard .*nothing was"):
+        store.commit_shard(*taken, spec=SPEC, model_fingerprint=MODEL)
+    shard_hash, rows, meta = make_shard(2, 4)
+    meta.example_ids[3] = meta.example_ids[1]
+    with pytest.raises(DuplicateIdsError, match="'s2-ex1' repeat within the shard"):
+        store.commit_shard(shard_hash, rows, meta, spec=SPEC, model_fingerprint=MODEL)
+    assert ([e.model_dump() for e in store.refresh().manifest], store.fisher_partial().count) == snapshot
+
+    # Staged shards: one naming committed examples, two naming the same new ones; the first of those wins.
+    area = store.stage("w0", spec=SPEC, model_fingerprint=MODEL)
+    for shard in (taken, make_shard(3, 5), make_shard(4, 5, ids_of=3)):
+        area.write_shard(*shard)
+    results = store.commit_staged([taken[0], make_shard(3, 5)[0], make_shard(4, 5, ids_of=3)[0]])
+    assert [r.status for r in results] == ["refused", "committed", "refused"]
+    assert "same commit" in results[2].reason and "refused, nothing written" in str(results[2])
+    assert store.n_rows == 25 and store_info(url)["staged"] == [] and verify_store(url) == []
+    ids = store.read_metadata().example_ids
+    assert len(ids) == len(set(ids)) == 25
 
 
 def test_a_handle_serves_its_view_until_refreshed(url):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -57,6 +58,26 @@ def test_two_ingestion_runs_at_once_serialise_on_the_lock(tmp_path):
     assert all(run.returncode == 0 for run in runs)
     assert sum(out.count(": committed") for out in outputs) == 6  # seeds 2 and 3 went in once
     check_all_rows_once(store, range(6))
+
+
+@pytest.mark.slow  # real processes, killed or racing
+def test_two_commits_racing_with_the_same_example_ids_let_one_in(tmp_path):
+    """Two ingestions from two landing directories validated against the same (empty) store:
+    uniqueness is checked again under the lock, so the second shard is refused, not appended."""
+    url = str(tmp_path / "s.zarr")
+    store = GradientStore.create(url, SPEC, MODEL, chunk_rows=8)
+    start_at = time.time() + 2.0
+    runs = [run_child("commit", {"url": url, "seeds": [seed], "rows": 10, "ids_of": 9, "start_at": start_at},
+                      wait=False) for seed in (1, 2)]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert all(run.returncode == 0 for run in runs), outputs
+    assert sum(out.count(": committed") for out in outputs) == 1
+    refused = next(out for out in outputs if out.startswith("refused"))
+    assert "'s9-ex0'" in refused and "are in committed shard" in refused and "nothing was written" in refused
+    store.refresh()
+    ids = store.read_metadata().example_ids
+    assert store.n_rows == 10 and sorted(ids) == sorted(f"s9-ex{i}" for i in range(10))
+    assert verify_store(url) == []
 
 
 @pytest.mark.slow  # real processes, killed or racing

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from storage import GradientStore, RowMetadata
+from storage import DuplicateIdsError, GradientStore, RowMetadata
 from storage.location import StoreLocation
 from storage.lock import committer_lock
 from valuation.config import ProjectionConfig
@@ -41,11 +41,12 @@ SPEC = make_spec()
 WIDTH = SPEC.layout.total
 
 
-def make_shard(seed: int, n: int = 50) -> tuple[str, np.ndarray, RowMetadata]:
-    """A shard of n rows whose scale varies over orders of magnitude, like real gradients."""
+def make_shard(seed: int, n: int = 50, ids_of: int | None = None) -> tuple[str, np.ndarray, RowMetadata]:
+    """A shard of n rows whose scale varies over orders of magnitude, like real gradients; its
+    example ids are those of shard `ids_of` when given (two shards naming the same examples)."""
     rng = np.random.default_rng(seed)
     rows = (rng.standard_normal((n, WIDTH)) * 10.0 ** rng.uniform(-3, 3, size=(n, 1))).astype(np.float32)
-    ids = [f"s{seed}-ex{i}" for i in range(n)]
+    ids = [f"s{seed if ids_of is None else ids_of}-ex{i}" for i in range(n)]
     meta = RowMetadata(ids, [PROVIDERS[(seed + i) % len(PROVIDERS)] for i in range(n)], rng.integers(1, 200, n))
     digest = hashlib.sha256(rows.tobytes() + "".join(ids).encode()).hexdigest()
     return digest, rows, meta
@@ -62,9 +63,14 @@ def run_child(action: str, args: dict, *, env: dict | None = None, wait: bool = 
 
 def _commit(args: dict) -> None:
     store = GradientStore.open(args["url"], lock_timeout=args.get("lock_timeout", 60))
+    if "start_at" in args:  # racing children start their commits together
+        time.sleep(max(0.0, args["start_at"] - time.time()))
     for seed in args["seeds"]:
-        shard_hash, rows, meta = make_shard(seed, args.get("rows", 50))
-        print(store.commit_shard(shard_hash, rows, meta, spec=SPEC, model_fingerprint=MODEL), flush=True)
+        shard_hash, rows, meta = make_shard(seed, args.get("rows", 50), args.get("ids_of"))
+        try:
+            print(store.commit_shard(shard_hash, rows, meta, spec=SPEC, model_fingerprint=MODEL), flush=True)
+        except DuplicateIdsError as err:
+            print(f"refused: {err}", flush=True)
 
 
 def _stage(args: dict) -> None:
