@@ -48,6 +48,7 @@ class ScoringConfig(BaseModel):
     shards: int = Field(default=8, ge=1, description="incrementality: shards already stored, 1..shards")
     incremental_shard_rows: int = Field(default=4096, ge=1)
     precision: str = "bfloat16"
+    cname: str | None = Field(default=None, description="the store's byte codec (CodecConfig.cname); None: the default")
     top_k: int = 10
     repeats: int = Field(default=3, ge=1)
 
@@ -63,10 +64,12 @@ def _metadata(start: int, n: int) -> RowMetadata:
     return RowMetadata(ids, [PROVIDERS[(start + i) % len(PROVIDERS)] for i in range(n)], np.full(n, 128))
 
 
-def _fill(url: Path, rows: np.ndarray, shard_rows: int, precision: str) -> tuple[GradientStore, list[float]]:
+def _fill(url: Path, rows: np.ndarray, shard_rows: int, precision: str,
+          cname: str | None = None) -> tuple[GradientStore, list[float]]:
     """A store holding `rows`, committed shard by shard; returns it and each commit's seconds."""
     spec, fingerprint = _identity()
-    store = GradientStore.create(str(url), spec, fingerprint, CodecConfig(precision=precision))
+    codec = CodecConfig(precision=precision, **({} if cname is None else {"cname": cname}))
+    store = GradientStore.create(str(url), spec, fingerprint, codec)
     seconds = []
     for start in range(0, len(rows), shard_rows):
         shard = rows[start : start + shard_rows]
@@ -102,9 +105,16 @@ def _with_torch_threads(n: int, work):
 
 
 def _read_all(store: GradientStore) -> None:
+    """Every chunk read as the scan reads it (`CommittedRows.reader`), nothing else."""
     rows = store.committed_rows()
+    read = rows.reader()
     for start in range(0, rows.n_rows, rows.chunk_rows):
-        rows.read(start, start + rows.chunk_rows)
+        read(start, start + rows.chunk_rows)
+
+
+def _stored_bytes(store: GradientStore) -> int:
+    rows = Path(store.location.local_path) / "rows"
+    return sum(f.stat().st_size for f in rows.rglob("*") if f.is_file())
 
 
 def bench_case(store: GradientStore, rows: torch.Tensor, bf16_rows: torch.Tensor, n_queries: int,
@@ -135,6 +145,7 @@ def bench_case(store: GradientStore, rows: torch.Tensor, bf16_rows: torch.Tensor
     seconds = rounds.medians()
     return {
         "rows": store.n_rows, "queries": n_queries, "width": width, "precision": store.codec.precision,
+        "cname": store.codec.cname, "stored_bytes_per_row": _stored_bytes(store) / store.n_rows,
         "device": config.device,
         "chunk_rows": store.chunk_rows, "threads": config.threads, "repeats": config.repeats,
         "seconds": seconds,
@@ -154,7 +165,7 @@ def bench_scoring(config: ScoringConfig, workdir: Path) -> list[dict]:
     results = []
     for n in config.rows:
         rows = np.random.default_rng(0).standard_normal((n, width), dtype=np.float32)
-        store, _ = _fill(workdir / f"scoring-{n}.zarr", rows, config.shard_rows, config.precision)
+        store, _ = _fill(workdir / f"scoring-{n}.zarr", rows, config.shard_rows, config.precision, config.cname)
         rows_t = torch.from_numpy(rows).to(config.device)  # the baseline's rows, resident where it multiplies
         bf16_rows = torch.from_numpy(rows).bfloat16()
         results += [bench_case(store, rows_t, bf16_rows, q, config) for q in config.queries]

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-dense", action="store_true", help="logging: skip the dense-projection baseline")
     parser.add_argument("--rows", type=int, nargs="+", help="scoring: store sizes (default: 200000 1000000)")
     parser.add_argument("--queries", type=int, nargs="+", help="scoring: query counts (default: 64 256)")
+    parser.add_argument("--cname", help="scoring: the stored rows' byte codec, CodecConfig.cname "
+                        "(default: CodecConfig's)")
     parser.add_argument("--threads", type=int, help="scoring: cores for the baseline and the scan alike "
                         "(default: 1, the process pinned to one CPU)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; medians are reported")
@@ -91,7 +93,8 @@ def render_scoring(cases: list[dict]) -> str:
             rows.append([f"{r['rows']:,}", str(r["queries"]), name.replace("_", " "), f"{r['seconds'][name]:.3f}",
                          f"{r['pairs_per_s'][name] * 2 * r['width'] / 1e9:.1f}", _ratio(r["vs_matmul"][name]),
                          _ratio(r["vs_matmul_cpu"][name]), _mb(r["peak_bytes"][name])])
-    return (f"**Scoring**, width {first['width']:,}, store codec {first['precision']}, chunks of "
+    return (f"**Scoring**, width {first['width']:,}, store codec {first['precision']} + {first['cname']} "
+            f"({first['stored_bytes_per_row']:,.0f} stored bytes a row), chunks of "
             f"{first['chunk_rows']:,} rows, on {first['device']} with {first['threads']} core(s) for each path; "
             f"median (min-max) of {first['repeats']} paired rounds; a ratio is matmul time / path time:\n\n"
             + _table(["rows", "queries", "path", "median s", "GFLOP/s", "vs in-memory matmul (wall)",
@@ -151,7 +154,8 @@ def run(args: argparse.Namespace) -> dict:
                                          repeats=args.repeats, autocast=args.autocast,
                                          dense=False if args.no_dense else None))
         scoring = ScoringConfig(**_given(rows=args.rows and tuple(args.rows),
-                                         queries=args.queries and tuple(args.queries), threads=args.threads),
+                                         queries=args.queries and tuple(args.queries), threads=args.threads,
+                                         cname=args.cname),
                                 repeats=args.repeats, device=str(device))
     except ValidationError as err:
         problem = err.errors()[0]

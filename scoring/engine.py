@@ -15,6 +15,7 @@ flight) x (one chunk + one tile), plus the per-row means (8 bytes a row) and the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,6 +69,10 @@ class RowSource(Protocol):
 
     def read(self, start: int, stop: int) -> tuple[torch.Tensor, np.ndarray | None]: ...
 
+    def reader(self) -> Callable[[int, int], tuple[torch.Tensor, np.ndarray | None]]:
+        """`read` for one task reading its chunks in turn; a result is valid until the next call."""
+        ...
+
 
 @dataclass(frozen=True)
 class RowsInMemory:
@@ -82,6 +87,9 @@ class RowsInMemory:
 
     def read(self, start: int, stop: int) -> tuple[torch.Tensor, np.ndarray | None]:
         return torch.as_tensor(self.rows[start:stop]), None
+
+    def reader(self) -> Callable[[int, int], tuple[torch.Tensor, np.ndarray | None]]:
+        return self.read
 
 
 @dataclass
@@ -161,9 +169,10 @@ def _scan_range(source: RowSource, start: int, stop: int, providers: np.ndarray,
     # Tiles grow from small to full size: while the lists are empty every score enters them, so
     # the first rows are better absorbed in small numbers that soon raise the thresholds.
     size = max(1, options.tile_rows // 16)
+    read = source.reader()
     for chunk in range(start, stop, source.chunk_rows):
         end = min(chunk + source.chunk_rows, stop)
-        codes, codec_scale = source.read(chunk, end)
+        codes, codec_scale = read(chunk, end)
         a = 0
         while a < end - chunk:
             b = min(a + size, end - chunk)

@@ -47,7 +47,8 @@ class CodecConfig(BaseModel):
         default="bfloat16",
         description="bfloat16 (16-bit, no overflow), float16 or int8 (per-row scale), float32 (lossless)",
     )
-    cname: Literal["zstd", "lz4", "blosclz", "zlib"] = Field(default="zstd", description="Blosc compressor")
+    cname: Literal["zstd", "lz4", "blosclz", "zlib", "none"] = Field(
+        default="zstd", description="Blosc compressor; none: the codes as they are, no Blosc")
     clevel: int = Field(default=3, ge=0, le=9, description="Blosc compression level")
     shuffle: Literal["bitshuffle", "shuffle", "noshuffle"] | None = Field(
         default=None,
@@ -71,6 +72,8 @@ class CodecConfig(BaseModel):
 
     def compressors(self) -> list:
         """Blosc, then a CRC32C per chunk so a damaged chunk fails loudly instead of decoding to noise."""
+        if self.cname == "none":
+            return [Crc32cCodec()]
         itemsize = self.storage_dtype.itemsize
         return [
             BloscCodec(cname=self.cname, clevel=self.clevel, shuffle=self.blosc_shuffle, typesize=itemsize),

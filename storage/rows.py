@@ -7,12 +7,14 @@ under the lock for the root, one worker for its staging group.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import zarr
 
+from .chunks import ChunkReader, chunk_layout
 from .codecs import CodecConfig, EncodedRows, Precision, aux_compressors, widenable
 from .schema import INT_COLUMNS, META, ROW_SCALE, ROWS, STRING_COLUMNS, RowMetadata, StoredMetadata
 
@@ -118,3 +120,22 @@ class CommittedRows:
         """Rows [start, stop) as a tensor that widens to float32, and the per-row scale (or None)."""
         encoded = self.arrays.read_encoded(start, min(stop, self.n_rows))
         return widenable(encoded.codes, self.precision), encoded.scale
+
+    def reader(self) -> Callable[[int, int], tuple[torch.Tensor, np.ndarray | None]]:
+        """`read` for one consumer reading whole chunks in turn: each result may share buffers
+        with the next, so it is valid until the next call. Reads a local store's chunk files
+        itself (storage/chunks.py) where their layout allows, else through zarr."""
+        layout = chunk_layout(self.arrays.rows)
+        if layout is None:
+            return self.read
+        chunks, chunk_rows = ChunkReader(layout), layout.chunk_rows
+
+        def read(start: int, stop: int) -> tuple[torch.Tensor, np.ndarray | None]:
+            stop = min(stop, self.n_rows)
+            if start % chunk_rows or stop - start > chunk_rows or stop <= start:
+                return self.read(start, stop)
+            codes = chunks.read(start // chunk_rows)[: stop - start]
+            scale = self.arrays.scale[start:stop] if self.arrays.scale is not None else None
+            return widenable(codes, self.precision), scale
+
+        return read
