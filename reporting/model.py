@@ -18,20 +18,24 @@ class _Model(BaseModel):
 
 
 class Provenance(_Model):
-    """Everything needed to reproduce the figures, or to tell why two reports differ."""
+    """Everything needed to reproduce the figures, or to tell why two reports differ; no local
+    path of the operator's machine and no shard name (an export must not carry another provider's)."""
 
-    model_name: str
+    model_name: str  # a hub id, "sample", or the model directory's name
     model_fingerprint: str
     projection_fingerprint: str
     projection: dict  # the projection config (kind, ranks, seed, ...) as stored with the gradients
-    store_url: str
-    store_version: str
+    store: str  # the store's name ("store.zarr", "s3://…/store.zarr")
+    store_version: str  # rows, shards and a digest of the manifest
+    storage_precision: str  # how rows are stored (bf16, int8 with a per-row scale, ...)
     fisher_snapshot: int | None  # None: influence without preconditioning
-    fisher_alpha: float
-    fisher_estimator: str
+    fisher: dict  # estimator settings (the store's Fisher identity) and the damping alpha
     influence_mode: str
+    max_length: int  # tokens per example, longer ones cut from the right
+    precision: str  # of the query gradients (fp32, bf16 or fp16 autocast); the nightly logs rows alike
+    tokenization: dict  # special tokens added, EOS after responses (valuation.data.encoding_settings)
     query_set_sha256: str
-    code_version: str
+    code_version: str  # git:<describe> of a checkout, else the package version
     created_at: datetime
     run_id: str | None = None
 
@@ -124,7 +128,7 @@ class ScoreHistogram(_Model):
         return self
 
 
-SCHEMA_VERSION = 2  # 2: per-query weighted shares, rank ranges, stability variants
+SCHEMA_VERSION = 3  # 2: per-query weighted shares, rank ranges, stability variants; 3: full provenance
 
 
 class Report(_Model):

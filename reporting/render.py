@@ -15,24 +15,9 @@ from collections.abc import Callable
 
 from .build import plain
 from .charts import MAX_PROVIDERS, distributions_chart, shares_chart
-from .model import ExampleEvidence, QueryReport, Report
+from .model import ExampleEvidence, Provenance, QueryReport, Report
 
-PROVENANCE_FIELDS = (
-    "model_name",
-    "model_fingerprint",
-    "projection_fingerprint",
-    "projection",
-    "store_url",
-    "store_version",
-    "fisher_snapshot",
-    "fisher_alpha",
-    "fisher_estimator",
-    "influence_mode",
-    "query_set_sha256",
-    "code_version",
-    "created_at",
-    "run_id",
-)
+PROVENANCE_FIELDS = tuple(Provenance.model_fields)
 
 
 def to_json(report: Report) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext, get_run_context
@@ -15,16 +16,17 @@ from pydantic import ValidationError
 from reporting.build import ExampleRecord, ScoringResult, TopK, build_report, score_histogram
 from reporting.export import write_report
 from reporting.model import Provenance, Report
+from reporting.provenance import code_version, location_name, store_version
 from reporting.render import to_markdown
 from scoring.queries import QuerySet, ScoreOptions, StoreScores, greedy_generator, score_store
 from scoring.results import Stability
 from scoring.stability import stability_key
 from storage import GradientStore
-from storage.store import code_version
+from valuation.data import encoding_settings
 
 from .failures import fails_in_one_line
-from .models import load_for_logging
-from .params import ScoreParams
+from .models import LoadedModel, load_for_logging
+from .params import SAMPLE_MODEL, ScoreParams
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,9 @@ class ScoreOutcome:
                 f"largest share of positive credit: {self.top_provider} ({self.share:.1%})")
 
 
-def store_version(store: GradientStore) -> str:
-    last = store.manifest[-1]
-    return f"{store.n_rows} rows, {len(store.manifest)} shards, last {last.name or ''}@{last.shard_hash[:12]}"
+def precision_name(loaded: LoadedModel) -> str:
+    dtype = loaded.autocast_dtype or next(loaded.model.parameters()).dtype
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
 
 
 def _run_id() -> str | None:
@@ -69,7 +71,7 @@ def matching_stability(params: ScoreParams, store: GradientStore) -> Stability |
 
 
 def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet, params: ScoreParams,
-                    model_name: str) -> Report:
+                    loaded: LoadedModel) -> Report:
     metadata = store.read_metadata()
     scan = scores.scan
 
@@ -79,17 +81,22 @@ def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet
 
     counts = store.provider_row_counts()
     fisher = scores.snapshot.fisher
+    max_length = loaded.logging_options(params.model).max_length
+    name = params.model.name_or_path
     provenance = Provenance(
-        model_name=model_name,
+        model_name=name if name == SAMPLE_MODEL else location_name(name),
         model_fingerprint=store.model_fingerprint["fingerprint"],
         projection_fingerprint=store.spec.fingerprint,
         projection=store.spec.config.model_dump(),
-        store_url=store.url,
-        store_version=store_version(store),
+        store=location_name(store.url),
+        store_version=store_version(store.n_rows, [e.shard_hash for e in store.manifest]),
+        storage_precision=str(store.codec.precision),
         fisher_snapshot=scores.snapshot.version,
-        fisher_alpha=fisher.alpha,
-        fisher_estimator=store.attributes.fisher_estimator,
+        fisher={**store.attributes.fisher, "damping": fisher.alpha},
         influence_mode=params.mode,
+        max_length=max_length,
+        precision=precision_name(loaded),
+        tokenization=encoding_settings(loaded.tokenizer, max_length),
         query_set_sha256=queries.sha256,
         code_version=code_version(),
         created_at=datetime.now(UTC),
@@ -141,7 +148,7 @@ def score_and_report(params: ScoreParams) -> ScoreOutcome:
             dask_address=params.dask_address, logging=loaded.logging_options(params.model),
         )
         scores = score_store(store, loaded.logra, loaded.tokenizer, queries, options)
-    report = assemble_report(store, scores, queries, params, loaded.path)
+    report = assemble_report(store, scores, queries, params, loaded)
     stamp = report.provenance.created_at.strftime("%Y%m%dT%H%M%SZ")
     directory = params.workspace.reports / f"{stamp}-{queries.sha256[:8]}"
     files = write_report(report, directory)

@@ -4,10 +4,11 @@ import json
 
 import pytest
 import torch
+from tokenizers.processors import TemplateProcessing
 
 from sample.model import load_sample_corpus, train_tokenizer
 from tests.models import tiny_gpt2
-from valuation.data import EncodedExample, Example, batches, collate, encode_example, read_jsonl
+from valuation.data import EncodedExample, Example, batches, collate, encode_example, encoding_settings, read_jsonl
 from valuation.objectives import IGNORE_INDEX, CausalLMObjective
 
 
@@ -112,6 +113,16 @@ def test_pair_with_a_real_tokenizer_is_labelled_on_response_tokens_only():
     assert encoded.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
     assert encoded.labels[n_prompt:] == encoded.input_ids[n_prompt:]
     assert tok.decode(encoded.labels[n_prompt:]) == example.response + "<|endoftext|>"
+
+
+def test_encoding_settings_name_the_special_tokens_added():
+    tok = train_tokenizer(["some text to learn a few tokens from"] * 3, vocab_size=300)
+    settings = encoding_settings(tok, 64)
+    assert settings["special_tokens_added"] == [] and settings["eos_after_response"] == "<|endoftext|>"
+    # A tokenizer that puts a BOS before every text, as Llama's does.
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", tok.eos_token_id)])
+    assert encoding_settings(tok, 64)["special_tokens_added"] == ["<|endoftext|>"]
 
 
 def test_truncation_keeps_the_start():

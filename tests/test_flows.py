@@ -50,6 +50,16 @@ def test_nightly_end_to_end_then_incremental(tmp_path, sample_model_dir):
     assert report["provenance"]["fisher_snapshot"] == 1
     for kind in ("html", "markdown", "providers_csv"):
         assert Path(first.score.files[kind]).is_file()
+    provenance = report["provenance"]
+    assert provenance["code_version"] and provenance["tokenization"]["eos_after_response"] == "<|endoftext|>"
+    assert (provenance["max_length"], provenance["store"]) == (params.model.max_length, "store.zarr")
+    # Nothing of the operator's machine, and no shard name, in the report or any export.
+    shards = [s.stem for s in SAMPLE_SHARDS[:3]]
+    for kind, path in first.score.files.items():
+        text = Path(path).read_text()
+        assert str(tmp_path) not in text and str(Path.home()) not in text, kind
+        if kind.startswith("provider"):
+            assert not any(shard in text for shard in shards), kind
 
     land(params, SAMPLE_SHARDS[3])
     state, second = run_nightly(params)

@@ -28,7 +28,8 @@ from reporting.build import (
 )
 from reporting.diff import diff_reports, format_diff, load_report
 from reporting.export import provider_export, write_report
-from reporting.model import Provenance, Report, Stability
+from reporting.model import SCHEMA_VERSION, Provenance, Report, Stability
+from reporting.provenance import code_version, location_name, store_version
 from reporting.render import to_csv, to_html, to_json, to_markdown
 from valuation.credit import credit_matrix, query_shares, summarise
 
@@ -45,12 +46,16 @@ def provenance(**changes) -> Provenance:
         model_fingerprint="f00dfeed12345678",
         projection_fingerprint="proj0123456789ab",
         projection={"kind": "random", "k_in": 8, "k_out": 8, "seed": 0},
-        store_url="file:///var/dataworth/store.zarr",
+        store="store.zarr",
         store_version="41",
+        storage_precision="bf16",
         fisher_snapshot=3,
-        fisher_alpha=0.1,
-        fisher_estimator="empirical",
+        fisher={"estimator": "true", "samples": 4, "sample_seed": 0, "damping": 0.1},
         influence_mode="relatif",
+        max_length=256,
+        precision="fp32",
+        tokenization={"tokenizer": "GPT2TokenizerFast", "special_tokens_added": [], "eos_after_response": "<|e|>",
+                      "max_length": 256, "truncation": "right"},
         query_set_sha256="9" * 64,
         code_version="0.1.0+abc1234",
         created_at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
@@ -176,6 +181,26 @@ def test_overlapping_bands_tie_ranks():
     assert rank_ranges(np.array([0.5, 0.5]), np.array([0.6, 0.1]), np.array([0.7, 0.2]))[1].tolist() == [1, 1]
 
 
+def test_provenance_names_no_local_path_and_no_shard():
+    assert location_name("/home/operator/secret/.dataworth/store.zarr") == "store.zarr"
+    assert location_name("file:///home/operator/store.zarr/") == "store.zarr"
+    assert location_name("s3://bucket-of-acme/valuation/store.zarr") == "s3://…/store.zarr"
+    assert location_name("~/models/my-model") == "my-model"
+    assert location_name("org/hub-model") == "org/hub-model"  # a hub id is not a path
+    version = store_version(12, ["a" * 64, "b" * 64])
+    assert version.startswith("12 rows, 2 shards, manifest ") and "a" * 12 not in version
+    assert store_version(12, ["b" * 64, "a" * 64]) != version  # the order of commits is part of it
+
+
+def test_code_version_of_a_checkout_is_its_commit():
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not run from a git checkout")
+    head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert code_version().startswith("git:") and head[:7] in code_version()
+
+
 def test_snippets_are_collapsed_and_cut_on_words():
     assert snippet("  a\n\tb\x1b[31m  c ", 20) == "a b [31m c"
     cut = snippet("the quick brown fox jumps over the lazy dog", 20)
@@ -194,7 +219,8 @@ def test_markdown_has_provenance_and_every_provider(built):
     unescaped = re.sub(r"\\(.)", r"\1", text)
     for name in PROVIDERS:
         assert name in unescaped
-    for value in ("f00dfeed12345678", "proj0123456789ab", "relatif", "9" * 64, "0.1.0+abc1234", "nightly-41"):
+    for value in ("f00dfeed12345678", "proj0123456789ab", "relatif", "9" * 64, "0.1.0+abc1234", "nightly-41",
+                  "max_length | 256", "precision | fp32", '"special_tokens_added": []', '"samples": 4'):
         assert value in unescaped
     assert "<script>" not in text  # untrusted snippets stay inert
     assert "Spearman 0.93" in text and "projection seed (0, 1, 2)" in text
@@ -386,5 +412,5 @@ def test_an_export_opens_and_prints_in_headless_chromium(built, tmp_path, chromi
 def test_a_report_of_an_older_schema_is_refused_in_one_line(built, tmp_path):
     old = json.loads(to_json(built[0])) | {"schema_version": 1}
     (tmp_path / "report.json").write_text(json.dumps(old))
-    with pytest.raises(ValueError, match="schema-1 report; this version reads schema 2"):
+    with pytest.raises(ValueError, match=f"schema-1 report; this version reads schema {SCHEMA_VERSION}"):
         load_report(tmp_path)

@@ -162,6 +162,21 @@ def encode_example(tokenizer, example: Example, max_length: int) -> EncodedExamp
     return EncodedExample(example.id, input_ids, labels)
 
 
+def encoding_settings(tokenizer, max_length: int) -> dict:
+    """How encode_example turns examples into tokens, for a report's provenance: the special
+    tokens the tokenizer adds to a text or prompt (a BOS for models that use one), the EOS
+    appended to responses, and the cut."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    added = [t for t in tokenizer("a")["input_ids"] if t not in plain]
+    return {
+        "tokenizer": type(tokenizer).__name__,
+        "special_tokens_added": tokenizer.convert_ids_to_tokens(added),
+        "eos_after_response": tokenizer.eos_token,
+        "max_length": max_length,
+        "truncation": "right",
+    }
+
+
 def collate(encoded: Sequence[EncodedExample], pad_id: int | None) -> dict:
     """Right-padded batch: input_ids, attention_mask, labels (IGNORE_INDEX at padding), example_ids.
 
