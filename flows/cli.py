@@ -24,6 +24,7 @@ examples:
   dataworth store verify                     # manifest vs rows vs checksums (exit 1 on damage)
   dataworth store migrate --store URL        # upgrade a store written by an older version
   dataworth report diff .dataworth/reports/A .dataworth/reports/B
+  dataworth report diff A B --json           # the same for scripts, with warnings when they differ in scope
   dataworth eval --task classification --check all   # counterfactual accuracy (LDS, brittleness, LOPO)
 """
 
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("action", choices=["diff"])
     report.add_argument("a", type=Path, help="older report (report.json or its directory)")
     report.add_argument("b", type=Path, help="newer report")
+    report.add_argument("--json", action="store_true", help="machine-readable output (warnings included)")
     # One list of examples: each subcommand's --help shows the lines about it.
     for name, subparser in commands.choices.items():
         subparser.epilog = "examples:\n" + "\n".join(
@@ -184,7 +186,8 @@ def _store(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from reporting.diff import diff_reports, format_diff, load_report
 
-    print(format_diff(diff_reports(load_report(args.a), load_report(args.b))))
+    diff = diff_reports(load_report(args.a), load_report(args.b))
+    print(diff.model_dump_json(indent=2) if args.json else format_diff(diff))
     return 0
 
 

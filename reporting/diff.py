@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import computed_field
+
 from .build import plain
 from .model import SCHEMA_VERSION, Report, _Model
 
@@ -26,6 +28,7 @@ class ProviderChange(_Model):
     rank_before: int | None = None
     rank_after: int | None = None
 
+    @computed_field  # type: ignore[prop-decorator]  # in the JSON too, for scripts
     @property
     def share_delta(self) -> float | None:
         return _delta(self.share_before, self.share_after)
@@ -42,6 +45,7 @@ class ReportDiff(_Model):
     after: str
     provenance: list[ProvenanceChange]
     providers: list[ProviderChange]  # largest share change first; new and gone ones count in full
+    warnings: list[str]  # why the two are not like for like (other queries, other providers)
 
 
 def _delta(before: float | None, after: float | None) -> float | None:
@@ -95,7 +99,28 @@ def diff_reports(before: Report, after: Report) -> ReportDiff:
         for key in a
         if key not in _RUN_FIELDS and a[key] != b[key]
     ]
-    return ReportDiff(before=_run_label(before), after=_run_label(after), provenance=provenance, providers=changes)
+    return ReportDiff(before=_run_label(before), after=_run_label(after), provenance=provenance, providers=changes,
+                      warnings=_warnings(before, after, changes))
+
+
+def _warnings(before: Report, after: Report, changes: list[ProviderChange]) -> list[str]:
+    """Shares add up to 100% over a report's queries and providers: when either set differs, part of
+    every share's change is that difference, not a change in the data's worth."""
+    warnings = []
+    old, new = set(before.credit_matrix.queries), set(after.credit_matrix.queries)
+    if before.provenance.query_set_sha256 != after.provenance.query_set_sha256 or old != new:
+        warnings.append(f"the reports cover different query sets ({len(old & new)} queries in both, "
+                        f"{len(new - old)} only after, {len(old - new)} only before): "
+                        "shares are over different queries")
+    added = [c.provider for c in changes if c.status == "new"]
+    gone = [c.provider for c in changes if c.status == "gone"]
+    if added or gone:
+        warnings.append(f"the reports cover different providers ({len(added)} new, {len(gone)} gone): every share "
+                        "moves when providers join or leave")
+    if before.scope != after.scope:
+        warnings.append("one report is a provider's export and the other is not (or another provider's): "
+                        "they cover different providers")
+    return warnings
 
 
 def _pct(x: float | None) -> str:
@@ -144,7 +169,6 @@ def format_diff(diff: ReportDiff) -> str:
 
     lines = [f"before  {diff.before}", f"after   {diff.after}"]
     lines += [f"changed {c.field}: {plain(c.before)} → {plain(c.after)}" for c in diff.provenance]
-    if any(c.field == "query_set_sha256" for c in diff.provenance):
-        lines.append("note: the query sets differ, so shares are over different queries")
+    lines += [f"warning: {plain(w)}" for w in diff.warnings]
     lines += ["", line(header).rstrip(), *(line(r).rstrip() for r in rows)]
     return "\n".join(lines) + "\n"

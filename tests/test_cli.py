@@ -86,6 +86,13 @@ def test_report_diff(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "changed store_version: 41 → 42" in table
     assert any(line.startswith("delta ") and line.rstrip().endswith("new") for line in table.splitlines())
+    assert "warning: the reports cover different providers (1 new, 1 gone)" in table
+
+    assert main(["report", "diff", str(tmp_path / "a"), str(tmp_path / "b"), "--json"]) == 0
+    diff = json.loads(capsys.readouterr().out)
+    delta = next(c for c in diff["providers"] if c["provider"] == "acme")
+    assert delta["share_delta"] == pytest.approx(after.provider("acme").share - before.provider("acme").share)
+    assert [c["field"] for c in diff["provenance"]] == ["store_version"] and len(diff["warnings"]) == 1
 
 
 def test_bad_input_before_a_flow_runs_is_one_line(tmp_path, capsys):

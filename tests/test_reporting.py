@@ -278,6 +278,17 @@ def test_diff_shows_share_changes_and_new_and_gone_providers(built):
     assert f"{by_name['acme'].share_delta * 100:+.1f}" in acme_line
 
 
+def test_diff_warns_when_reports_cover_different_queries_or_providers(built):
+    before = built[0]
+    assert diff_reports(before, make_report(seed=1)[0]).warnings == []  # same queries and providers
+    other_queries = make_report(n_queries=5, query_set_sha256="8" * 64)[0]
+    (warning,) = diff_reports(before, other_queries).warnings
+    assert warning.startswith("the reports cover different query sets (4 queries in both, 1 only after, 0 only before)")
+    assert "warning: the reports cover different query sets" in format_diff(diff_reports(before, other_queries))
+    export = provider_export(before, "acme")
+    assert any("provider's export" in w for w in diff_reports(before, export).warnings)
+
+
 def test_write_report_writes_every_file_and_loads_back(built, tmp_path):
     report = built[0]
     paths = write_report(report, tmp_path / "run")
