@@ -34,6 +34,7 @@ from .aggregates import Aggregates, read_aggregates, write_aggregates
 from .codecs import EncodedRows, decode, encode
 from .errors import RowsInvalidError
 from .faults import MANIFEST_WRITTEN, ROWS_WRITTEN, crash_point
+from .lock import Fence, no_fence
 from .manifest import (
     Manifest,
     ManifestEntry,
@@ -227,7 +228,7 @@ def _refuse_duplicates(arrays: RowArrays, manifest: Manifest, new: Sequence[Shar
 
 
 def _write_rows(arrays: RowArrays, attrs: StoreAttributes, source: ShardSource, start: int,
-                fence: Callable[[], None]) -> tuple[str, str, dict[str, str]]:
+                fence: Fence) -> tuple[str, str, dict[str, str]]:
     rows_hash, meta_hash = RowsHasher(), MetaHasher()
     row_bytes = max(1, attrs.layout.total * attrs.codec.storage_dtype.itemsize)
     for a, b in aligned_blocks(start, source.n_rows, attrs.chunk_rows, BLOCK_BYTES // row_bytes):
@@ -244,13 +245,14 @@ def commit(
     attrs: StoreAttributes,
     sources: Sequence[ShardSource],
     flush: Callable[[], None],
-    fence: Callable[[], None] = lambda: None,
+    fence: Fence = no_fence,
     ids_checked_below: int = 0,
 ) -> list[CommitResult]:
     """Commit `sources` in order, in one manifest write; a shard with an example id the store (or
     an earlier source) holds is refused. `ids_checked_below`: committed rows the caller has
     already checked the sources' ids against (its validation's view). `fence` raises if this
-    committer has lost the lock (called before every write, see lease.py)."""
+    committer has lost the lease (called before every write, and with publish=True before the
+    manifest's; see lease.py)."""
     manifest = read_manifest_state(root)
     results: dict[str, CommitResult] = {}
     new: list[ShardSource] = []
@@ -292,7 +294,7 @@ def commit(
     digests = write_aggregates(root[TOTALS].create_group(name, overwrite=True), totals, extra)
     flush()
     crash_point(ROWS_WRITTEN)
-    fence()
+    fence(publish=True)
     write_manifest(root, Manifest(entries, TotalsPointer(group=name, digests=digests)))
     flush()
     crash_point(MANIFEST_WRITTEN)

@@ -1,4 +1,5 @@
-"""Where a store lives: a local path or any fsspec URL, and where its committer lock lives."""
+"""Where a store lives: a local path or any fsspec URL, and how its committer is excluded:
+a file lock beside a local store, a lease object beside a store on S3 (see lease.py)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,23 @@ from pathlib import Path
 from typing import Any
 
 import zarr
+from fsspec.core import url_to_fs
 from zarr.abc.store import Store
 from zarr.core.sync import sync
 from zarr.errors import GroupNotFoundError
 from zarr.storage import FsspecStore, LocalStore
 
 from .errors import StoreNotFoundError
+from .lease import LEASE_SECONDS, ObjectLease
+
+LEASE_PROTOCOLS = ("s3", "s3a")  # object stores whose conditional writes the lease relies on
 
 
 @dataclass(frozen=True)
 class StoreLocation:
     url: str
     storage_options: dict[str, Any] = field(default_factory=dict)
+    lease_seconds: float = LEASE_SECONDS  # S3 only: how long a dead committer's lease blocks others
 
     @property
     def local_path(self) -> Path | None:
@@ -32,9 +38,28 @@ class StoreLocation:
         return Path(self.url).expanduser()
 
     @property
+    def protocol(self) -> str:
+        return self.url.split("://", 1)[0] if "://" in self.url else "file"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """fsspec options for this URL. S3 listings are never cached: other processes add staging
+        groups that a cached listing would hide from the committer."""
+        if self.protocol in LEASE_PROTOCOLS:
+            return {"use_listings_cache": False, **self.storage_options}
+        return dict(self.storage_options)
+
+    def lease(self) -> ObjectLease | None:
+        """The committer lease object `<store>.lease` of a store on S3; None elsewhere (a file lock)."""
+        if self.protocol not in LEASE_PROTOCOLS:
+            return None
+        fs, path = url_to_fs(self.url.rstrip("/") + ".lease", **self.options)
+        return ObjectLease(fs, path, self.url, self.lease_seconds)
+
+    @property
     def lock_path(self) -> Path:
-        """Beside a local store (inside it would look like a node to Zarr); for remote URLs a
-        host-local file, so the lock excludes committers on this machine only."""
+        """Beside a local store (inside it would look like a node to Zarr); for other non-S3 URLs
+        a host-local file, so the lock excludes committers on this machine only."""
         local = self.local_path
         if local is not None:
             return local.resolve().with_name(local.resolve().name + ".lock")
@@ -47,7 +72,7 @@ class StoreLocation:
             # LocalStore writes each key to a temporary file and renames it: a killed writer never
             # leaves a torn chunk or zarr.json. (fsspec's file:// store writes in place.)
             return LocalStore(local, read_only=read_only)
-        return FsspecStore.from_url(self.url, storage_options=self.storage_options or None, read_only=read_only)
+        return FsspecStore.from_url(self.url, storage_options=self.options or None, read_only=read_only)
 
 
 def open_root(store: Store, url: str, mode: str = "r+") -> zarr.Group:

@@ -76,7 +76,7 @@ def _migrate_snapshots(root: zarr.Group, when: str) -> list[str]:
 def migrate_store(url: str, *, storage_options: dict[str, Any] | None = None, lock_timeout: float = 60.0) -> list[str]:
     """Upgrade the store at `url` to the current schema; returns what was done, line by line."""
     location = StoreLocation(str(url), storage_options or {})
-    with committer_lock(location.lock_path, location.url, lock_timeout):
+    with committer_lock(location, lock_timeout):
         root = open_root(location.zarr_store(), location.url, mode="r+")
         raw = root.attrs.get(ATTRS_KEY)
         if raw is None:

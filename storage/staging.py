@@ -30,6 +30,7 @@ from .aggregates import Aggregates, ProviderSums, read_aggregates, write_aggrega
 from .codecs import EncodedRows, decode, encode
 from .errors import RowsInvalidError
 from .ingest import CommitResult, checked_partial, checked_rows, commit, rows_fisher, utc_now
+from .lock import Fence, no_fence
 from .manifest import read_manifest
 from .rows import RowArrays, create_row_arrays
 from .schema import STAGING, RowMetadata, StoreAttributes, check_node_name
@@ -228,7 +229,7 @@ def commit_staged(
     root: zarr.Group,
     attrs: StoreAttributes,
     flush: Callable[[], None],
-    fence: Callable[[], None] = lambda: None,
+    fence: Fence = no_fence,
     shards: Sequence[str] | None = None,
     ids_checked_below: int = 0,
 ) -> list[CommitResult]:

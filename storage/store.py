@@ -43,7 +43,7 @@ from .faults import CREATED, crash_point
 from .identity import check_compatible
 from .ingest import CommitResult, commit, prepare_shard, read_totals, utc_now
 from .location import StoreLocation, open_root
-from .lock import committer_lock
+from .lock import Fence, committer_lock
 from .manifest import Manifest, ManifestEntry, column_digest, read_manifest_state
 from .projections import PROJECTIONS, checked_projections, load_projections, save_projections
 from .rows import CommittedRows, RowArrays, create_row_arrays
@@ -177,7 +177,7 @@ class GradientStore:
             code_version=code_version(),
             fisher=fisher_identity(fisher),
         )
-        with committer_lock(location.lock_path, location.url, lock_timeout):
+        with committer_lock(location, lock_timeout):
             root = _new_root(location, attrs.created_at)
             create_row_arrays(root, width, codec, attrs.chunk_rows)
             # Self-describing for readers without this package: which columns are which module.
@@ -303,11 +303,12 @@ class GradientStore:
     # ---- writing -------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _committing(self) -> Iterator[zarr.Group]:
+    def _committing(self) -> Iterator[tuple[zarr.Group, Fence]]:
+        """The root group, fresh, and the fence to call before writes, held by the one committer."""
         if self.read_only:
             raise StoreError(f"{self.url} was opened read-only")
-        with committer_lock(self.location.lock_path, self.url, self.lock_timeout):
-            yield self.root()
+        with committer_lock(self.location, self.lock_timeout) as fence:
+            yield self.root(), fence
             self.refresh()
 
     def _flush(self) -> None:
@@ -336,12 +337,13 @@ class GradientStore:
         `ids_checked_below` rows the caller has checked the ids against already are not read."""
         self.check_compatible(spec, model_fingerprint)
         self.check_fisher(fisher)
-        with self._committing() as root:
+        with self._committing() as (root, fence):
             entry = read_manifest_state(root).find(shard_hash)
             if entry is not None:  # skip the encoding; commit() would write nothing either
                 return CommitResult(shard_hash, "already_committed", entry.row_start, entry.row_stop)
             prepared = prepare_shard(self.attributes, shard_hash, rows, metadata, fisher_partial, name)
-            result = commit(root, self.attributes, [prepared], self._flush, ids_checked_below=ids_checked_below)[0]
+            result = commit(root, self.attributes, [prepared], self._flush, fence,
+                            ids_checked_below=ids_checked_below)[0]
         if result.status == "refused":
             raise DuplicateIdsError(f"{self.url}: shard {name or shard_hash}: {result.reason}; nothing was written")
         return result
@@ -359,8 +361,8 @@ class GradientStore:
         """Publish the shards the staging areas hold ready under the committer lock: all, oldest
         first, or the ready ones of `shards` in that order (the order they take in the manifest).
         A shard with an example id the store holds is `refused` (its staging group dropped)."""
-        with self._committing() as root:
-            return commit_staged(root, self.attributes, self._flush, shards=shards,
+        with self._committing() as (root, fence):
+            return commit_staged(root, self.attributes, self._flush, fence, shards=shards,
                                  ids_checked_below=ids_checked_below)
 
     # ---- Fisher --------------------------------------------------------------------------
@@ -405,7 +407,7 @@ class GradientStore:
         """Store a Fisher snapshot built from the Fisher sums over `shards`; returns its version."""
         if snapshot.layout != self.layout:
             raise RowsInvalidError("the Fisher snapshot's gradient layout is not the store's")
-        with self._committing() as root:
+        with self._committing() as (root, _):
             expected = sum(e.fisher_count for e in self._committed(shards, read_manifest_state(root)))
             if snapshot.count != expected:
                 raise RowsInvalidError(
@@ -431,7 +433,7 @@ class GradientStore:
         """g^T (F + lambda)^-1 g of every committed row under snapshot `version` (float64, n_rows),
         and optionally each provider's sum of rows divided by sqrt(self-influence) (for relatif
         credit without a row scan)."""
-        with self._committing() as root:
+        with self._committing() as (root, _):
             n_rows = read_manifest_state(root).n_rows
             if np.shape(values) != (n_rows,):
                 raise RowsInvalidError(f"self-influence has shape {np.shape(values)}; the store has {n_rows} rows")

@@ -102,10 +102,20 @@ def _derive(args: dict) -> None:
 
 
 def _hold_lock(args: dict) -> None:
-    location = StoreLocation(args["url"])
-    with committer_lock(location.lock_path, location.url, timeout=10):
+    """Hold the committer lock, checking the fence as a committer does before each write."""
+    from storage.lease import LeaseLostError
+
+    location = StoreLocation(args["url"], lease_seconds=args.get("lease_seconds", 30.0))
+    with committer_lock(location, timeout=10) as fence:
         print("locked", flush=True)
-        time.sleep(args["seconds"])
+        deadline = time.monotonic() + args["seconds"]
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                fence()
+            except LeaseLostError as err:
+                print(f"lost: {err}", flush=True)
+                return
 
 
 ACTIONS = {"commit": _commit, "stage": _stage, "create": _create, "derive": _derive, "hold_lock": _hold_lock}

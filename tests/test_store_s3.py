@@ -1,0 +1,73 @@
+"""The store on a real S3 API (moto's server on loopback): creation, commits, staging, and the
+committer lease that takes the file lock's place there."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import s3fs
+
+from storage import GradientStore, StoreLockedError, store_info, verify_store
+from storage.location import StoreLocation
+from storage.lock import committer_lock
+from tests.test_store_support import MODEL, SPEC, make_shard, run_child
+
+
+def lease_state(url: str) -> dict:
+    return json.loads(s3fs.S3FileSystem(skip_instance_cache=True).cat_file(url + ".lease"))
+
+
+def test_a_store_on_s3_creates_commits_stages_and_verifies(s3_url):
+    store = GradientStore.create(s3_url, SPEC, MODEL, chunk_rows=8)
+    assert store.commit_shard(*make_shard(0, 30), spec=SPEC, model_fingerprint=MODEL).committed
+    area = store.stage("w0", spec=SPEC, model_fingerprint=MODEL)
+    assert area.write_shard(*make_shard(1, 20)).status == "staged"
+    assert len(store_info(s3_url)["staged"]) == 1
+    assert [r.status for r in store.commit_staged()] == ["committed"]
+    reopened = GradientStore.open(s3_url)
+    assert reopened.n_rows == 50 and store_info(s3_url)["staged"] == []
+    assert reopened.read_metadata().example_ids == make_shard(0, 30)[2].example_ids + make_shard(1, 20)[2].example_ids
+    assert verify_store(s3_url) == []
+    # Every commit went through the lease (no file lock on S3): three takes, each token one more.
+    state = lease_state(s3_url)
+    assert state["released"] and state["token"] == 3
+
+
+def test_a_held_lease_gives_a_clear_error_and_a_killed_holder_is_taken_over(s3_url):
+    GradientStore.create(s3_url, SPEC, MODEL, chunk_rows=8)
+    location = StoreLocation(s3_url, lease_seconds=1.0)
+    holder = run_child("hold_lock", {"url": s3_url, "seconds": 60, "lease_seconds": 1.0}, wait=False)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreLockedError) as err:
+            with committer_lock(location, timeout=0):
+                pass
+        assert s3_url in str(err.value) and f"pid {holder.pid}" in str(err.value)
+    finally:
+        holder.kill()
+        holder.communicate()
+    # Killed, it renews no more: one lease time later the lease is taken over, the token grows.
+    taken = lease_state(s3_url)["token"] + 1
+    with committer_lock(location, timeout=10):
+        state = lease_state(s3_url)
+    assert state["token"] == taken and not state["released"] and state["holder"].startswith(f"pid {os.getpid()} ")
+
+
+def test_a_frozen_committer_is_fenced_off_when_it_wakes(s3_url):
+    """A holder that stops (a frozen VM) loses its lease to the next committer; when it runs
+    again its fence refuses any further write instead of writing beside the new holder."""
+    GradientStore.create(s3_url, SPEC, MODEL, chunk_rows=8)
+    holder = run_child("hold_lock", {"url": s3_url, "seconds": 60, "lease_seconds": 1.0}, wait=False)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        holder.send_signal(signal.SIGSTOP)
+        with committer_lock(StoreLocation(s3_url, lease_seconds=1.0), timeout=10):
+            holder.send_signal(signal.SIGCONT)
+            lost = holder.stdout.readline()
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert lost.startswith("lost:") and "lost its lease" in lost
