@@ -24,7 +24,7 @@ class CodecBenchConfig(BaseModel):
 def bench_codecs(config: CodecBenchConfig, workdir: Path) -> list[dict]:
     model = tiny_gpt2()
     fingerprint = model_fingerprint(model)
-    with LoGra(model, ProjectionConfig(rank_in=16, rank_out=16)) as logra:
+    with LoGra(model, ProjectionConfig(init="random", rank_in=16, rank_out=16)) as logra:
         rows, tokens = log_rows(logra, config.rows, seed=1)
         query_rows, _ = log_rows(logra, config.queries, seed=2)
         spec = logra.spec

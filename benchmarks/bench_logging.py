@@ -76,7 +76,7 @@ def bench_size(size: str, config: LoggingConfig, device: torch.device) -> dict:
     plain_model = build_model(size, config, device)
     logra_model = copy.deepcopy(plain_model)
     batch = token_batch(config, device)
-    projection = ProjectionConfig(rank_in=config.rank, rank_out=config.rank)
+    projection = ProjectionConfig(init="random", rank_in=config.rank, rank_out=config.rank)
     logra = LoGra(logra_model, projection)
 
     dtype = torch.bfloat16 if config.autocast == "bfloat16" else None

@@ -55,7 +55,7 @@ class ScoringConfig(BaseModel):
 
 def _identity():
     model = tiny_gpt2()
-    with LoGra(model, ProjectionConfig(rank_in=16, rank_out=8)) as logra:
+    with LoGra(model, ProjectionConfig(init="random", rank_in=16, rank_out=8)) as logra:
         return logra.spec, model_fingerprint(model)
 
 

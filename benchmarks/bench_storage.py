@@ -166,7 +166,7 @@ def main() -> None:
 
     model = tiny_gpt2()
     fingerprint = model_fingerprint(model)
-    with LoGra(model, ProjectionConfig(rank_in=16, rank_out=16)) as logra:
+    with LoGra(model, ProjectionConfig(init="random", rank_in=16, rank_out=16)) as logra:
         start = time.perf_counter()
         rows, tokens = log_rows(logra, args.rows, seed=1)
         query_rows, _ = log_rows(logra, args.queries, seed=2)

@@ -19,7 +19,7 @@ examples:
   dataworth server --stop                    # stop the background server
   dataworth serve --cron "0 2 * * *" --timezone Europe/Berlin
   dataworth serve --workspace /srv/val --landing /data/new --model ./my-model
-  dataworth stability --seeds 0 1 2          # how much credit depends on the projection seed
+  dataworth stability --seeds 0 1 2          # how much credit moves with the PCA calibration data
   dataworth store info                       # rows, providers, shards, snapshots
   dataworth store verify                     # manifest vs rows vs checksums (exit 1 on damage)
   dataworth store migrate --store URL        # upgrade a store written by an older version
@@ -72,10 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--timezone", default="UTC", help="IANA time zone of the cron (default: %(default)s)")
 
     stability = commands.add_parser(
-        "stability", help="measure how provider credit moves with the projection seed (shown on reports)"
+        "stability", help="measure how provider credit moves with what still moves it (shown on reports): "
+        "the PCA calibration sample (the default init), or the projection seed at init=random"
     )
     _run_args(stability)
-    stability.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="projection seeds (default: 0 1 2)")
+    stability.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                           help="seeds of the calibration draws (PCA: each a random half of the landing data), "
+                           "or of the projection (random init) (default: 0 1 2)")
 
     store = commands.add_parser("store", help="inspect the gradient store, or upgrade an older one")
     store.add_argument("action", choices=["info", "verify", "migrate"])

@@ -54,7 +54,7 @@ def ingest(params: IngestParams = IngestParams()) -> State:
 
     futures = [quarantine_shard.submit(v, params) for v in bad]
     if good:
-        prepared = prepare_store(params, good[0].examples, return_state=True)
+        prepared = prepare_store(params, good, return_state=True)
         if prepared.is_failed():
             return Failed(message=f"{prepared.message}; nothing was committed", data=summary)
         store_url = prepared.result()

@@ -28,6 +28,9 @@ class Provenance(_Model):
     store: str  # the store's name ("store.zarr", "s3://…/store.zarr")
     store_version: str  # rows, shards and a digest of the manifest
     storage_precision: str  # how rows are stored (bf16, int8 with a per-row scale, ...)
+    # What a PCA projection was fitted on: example count, shard count and a content sha256 (no
+    # shard names); None for random projections and stores made before it was recorded.
+    projection_calibration: dict | None = None
     fisher_snapshot: int | None  # None: influence without preconditioning
     fisher: dict  # estimator settings (the store's Fisher identity) and the damping alpha
     influence_mode: str

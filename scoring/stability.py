@@ -20,8 +20,8 @@ import torch
 from valuation import FisherConfig, LoGra, PreconditionedQueries, ProjectionConfig, influence_scores
 from valuation.config import DEFAULT_MODE, InfluenceMode
 from valuation.credit import credit_matrix, query_shares
-from valuation.data import Example, batches, encode_example, providers_of, to_device
-from valuation.pipeline import LoggingOptions, log_examples
+from valuation.data import Example, providers_of
+from valuation.pipeline import LoggingOptions, fit_pca, log_examples
 from valuation.stats import spearman
 
 from .results import Stability, Varies
@@ -38,10 +38,8 @@ def _variant(model, tokenizer, examples: Sequence[Example], projection: Projecti
         return LoGra(model, projection.model_copy(update={"seed": variant}))
     rng = np.random.default_rng(variant)
     half = sorted(rng.permutation(len(examples))[: max(1, len(examples) // 2)].tolist())
-    encoded = [encode_example(tokenizer, examples[i], options.max_length) for i in half]
-    device = next(model.parameters()).device
-    calibration = (to_device(b, device) for b in batches(encoded, options.batch_size, tokenizer.pad_token_id))
-    return LoGra.with_pca(model, projection, calibration, fisher=fisher)
+    projections = fit_pca(model, tokenizer, [examples[i] for i in half], projection, options, fisher=fisher)
+    return LoGra(model, projection, projections=projections)
 
 
 def credit_under(logra: LoGra, tokenizer, examples: Sequence[Example], queries: Sequence[Example], *,

@@ -73,6 +73,9 @@ class StoreAttributes(BaseModel):
     code_version: str
     # Fisher sums of different estimators must not be added up: part of the identity.
     fisher: dict[str, Any]
+    # What a PCA projection was fitted on (shards, example count, content hash); None for random
+    # projections, and for stores made before it was recorded.
+    calibration: dict[str, Any] | None = None
 
     @property
     def fisher_estimator(self) -> str:

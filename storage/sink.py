@@ -65,7 +65,7 @@ class StoreSink:
             # The seed rebuilds random projections; PCA ones must be kept with the rows.
             kept = session.projections if session.spec.config.init == "pca" else None
             store = GradientStore.create(self.url, session.spec, session.model_fingerprint, self.codec,
-                                         projections=kept, fisher=session.fisher,
+                                         projections=kept, fisher=session.fisher, calibration=session.calibration,
                                          storage_options=self.storage_options)
         store.check_fisher(session.fisher)
         self.store, self._session, self._pending = store, session, []

@@ -157,11 +157,13 @@ class GradientStore:
         lock_timeout: float = 60.0,
         projections: Mapping[str, tuple[Any, Any]] | None = None,
         fisher: FisherConfig | None = None,
+        calibration: dict[str, Any] | None = None,
     ) -> GradientStore:
         """A new, empty store. Raises StoreExistsError if one is there already.
 
         `projections` ((P_in, P_out) per module) must be given for data-dependent (PCA) projections:
-        later loggers and queries rebuild the same add-ons from them."""
+        later loggers and queries rebuild the same add-ons from them. `calibration` says what they
+        were fitted on (kept in the store's attributes and shown in reports)."""
         codec = codec or CodecConfig()
         if projections is not None:
             projections = checked_projections(spec, projections)
@@ -176,6 +178,7 @@ class GradientStore:
             created_at=utc_now(),
             code_version=code_version(),
             fisher=fisher_identity(fisher),
+            calibration=calibration,
         )
         with committer_lock(location, lock_timeout):
             root = _new_root(location, attrs.created_at)

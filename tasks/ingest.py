@@ -18,9 +18,10 @@ from storage import (
     StoreNotFoundError,
 )
 from valuation import ProjectionMismatchError
-from valuation.data import Example, providers_of
+from valuation.data import providers_of
 from valuation.pipeline import log_examples
 
+from .calibration import calibration_sample
 from .failures import fails_in_one_line, is_transient, one_line, retry_if_transient
 from .models import fit_pca, load_for_logging
 from .params import IngestParams
@@ -108,22 +109,26 @@ def quarantine_shard(validated: ValidatedShard, params: IngestParams) -> ShardOu
 
 @task(name="prepare-store")
 @fails_in_one_line
-def prepare_store(params: IngestParams, calibration: list[Example]) -> str:
+def prepare_store(params: IngestParams, shards: list[ValidatedShard]) -> str:
     """Open the store, or create it under this model and projection; returns its URL.
 
-    A PCA projection is fitted on `calibration` (the night's first valid shard) and saved with
-    the store, so every later logger and query uses exactly the same matrices.
+    A PCA projection (the default) is fitted on a calibration sample of `shards` (the first
+    night's valid shards; tasks/calibration.py) and saved with the store, with the record of
+    that sample, so every later logger and query uses exactly the same matrices.
     """
     store = open_store(params.workspace.store_url)
     if store is None:
-        projections = None
+        projections, record = None, None
         if params.projection.init == "pca":
-            projections = fit_pca(params, calibration)
-            get_run_logger().info("PCA projection fitted on %d examples", len(calibration))
+            examples, record = calibration_sample(shards, params.calibration_examples)
+            projections = fit_pca(params, examples)
+            get_run_logger().info("PCA projection fitted on %d examples of %d shard(s) (sha256 %s)",
+                                  record.examples, len(record.shards), record.sha256[:12])
         loaded = load_for_logging(params.model, params.workspace, params.projection, projections)
         try:
             store = GradientStore.create(params.workspace.store_url, loaded.logra.spec, loaded.fingerprint,
-                                         projections=projections, fisher=params.fisher)
+                                         projections=projections, fisher=params.fisher,
+                                         calibration=record.model_dump() if record else None)
         except StoreExistsError:  # another run created it meanwhile: its projection rules
             store = GradientStore.open(params.workspace.store_url)
     return store.url

@@ -14,10 +14,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from sample.model import prepare_sample_model
 from valuation import LoGra, ProjectionConfig
-from valuation.data import Example, batches, encode_example, to_device
+from valuation.data import Example
 from valuation.fingerprint import model_fingerprint
-from valuation.logra import pca_projections
 from valuation.pipeline import LoggingOptions, autocast_dtype_for, resolve_device
+from valuation.pipeline import fit_pca as pca_from_examples
 from valuation.spec import matrices_digest
 
 from .failures import is_transient
@@ -123,14 +123,8 @@ def fit_pca(params: IngestParams, examples: list[Example]) -> dict[str, tuple[to
     of the model (the cached one may carry add-ons already)."""
     model, tokenizer = load_model(model_path(params.model, params.workspace))
     model = model.to(resolve_device(params.model.device)).eval()
-    max_length = fitted_max_length(params.model.max_length, model, tokenizer)
-    encoded = [encode_example(tokenizer, e, max_length) for e in examples]
-    device = next(model.parameters()).device
-    calibration = (
-        to_device(batch, device)
-        for batch in batches(encoded, params.model.batch_size, tokenizer.pad_token_id)
-    )
-    return pca_projections(model, params.projection, calibration, fisher=params.fisher)
+    options = LoggingOptions(params.model.batch_size, fitted_max_length(params.model.max_length, model, tokenizer))
+    return dict(pca_from_examples(model, tokenizer, examples, params.projection, options, fisher=params.fisher))
 
 
 def load_for_logging(

@@ -18,6 +18,13 @@ from valuation.config import DEFAULT_MODE, FisherConfig, InfluenceMode, Projecti
 SAMPLE_MODEL = "sample"
 
 
+def _calibration_examples() -> int:
+    return Field(  # PCA init (the default): what the store's projection is fitted on, once
+        default=512, ge=1, description="PCA init: the store's projection is fitted on up to this many of the "
+        "first night's valid examples, taken in turn from each of its shards (recorded in the store and reports)",
+    )
+
+
 def _settle_seconds() -> float:
     return Field(  # one definition for the ingest and nightly parameters (a fresh FieldInfo for each)
         default=60.0, ge=0, description="a shard modified less than this many seconds ago may still be uploading: "
@@ -90,6 +97,7 @@ class IngestParams(BaseModel):
     projection: ProjectionConfig = ProjectionConfig()
     # The core's defaults (four sampled labels per token; docs/evaluation.md says why).
     fisher: FisherConfig = FisherConfig()
+    calibration_examples: int = _calibration_examples()
     max_shard_mb: float = Field(default=256.0, gt=0, description="larger shards are quarantined")
     settle_seconds: float = _settle_seconds()
 
@@ -142,6 +150,7 @@ class NightlyParams(BaseModel):
     model: ModelParams = ModelParams()
     projection: ProjectionConfig = ProjectionConfig()
     fisher: FisherConfig = FisherConfig()
+    calibration_examples: int = _calibration_examples()
     refresh: RefreshPolicy = RefreshPolicy()
     settle_seconds: float = _settle_seconds()
     mode: InfluenceMode = DEFAULT_MODE
@@ -150,7 +159,8 @@ class NightlyParams(BaseModel):
 
     def ingest(self) -> IngestParams:
         return IngestParams(workspace=self.workspace, landing=self.landing, model=self.model,
-                            projection=self.projection, fisher=self.fisher, settle_seconds=self.settle_seconds)
+                            projection=self.projection, fisher=self.fisher,
+                            calibration_examples=self.calibration_examples, settle_seconds=self.settle_seconds)
 
     def refresh_fisher(self) -> RefreshParams:
         return RefreshParams(workspace=self.workspace, damping=self.fisher.damping, policy=self.refresh)

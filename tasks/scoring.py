@@ -24,6 +24,7 @@ from scoring.stability import stability_key
 from storage import GradientStore
 from valuation.data import encoding_settings
 
+from .calibration import calibration_provenance
 from .failures import fails_in_one_line
 from .models import LoadedModel, load_for_logging
 from .params import SAMPLE_MODEL, ScoreParams
@@ -91,6 +92,7 @@ def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet
         store=location_name(store.url),
         store_version=store_version(store.n_rows, [e.shard_hash for e in store.manifest]),
         storage_precision=str(store.codec.precision),
+        projection_calibration=calibration_provenance(store.attributes.calibration),
         fisher_snapshot=scores.snapshot.version,
         fisher={**store.attributes.fisher, "damping": fisher.alpha},
         influence_mode=params.mode,

@@ -63,7 +63,7 @@ def test_default_selection_is_the_documented_one(saved):
     model = load(directory)
     doc = FAMILIES[family]
     assert type(model).__name__ == doc["class"]
-    with LoGra(model) as logra:
+    with LoGra(model, ProjectionConfig(init="random")) as logra:
         layout = logra.layout
     layers = [per_layer(m.name) for m in layout.modules]
     assert None not in layers, "only modules inside the repeated layers are tracked by default"
@@ -79,7 +79,7 @@ def batch_for_family():
 
 
 def with_embedding_and_head(family):
-    return ProjectionConfig(modules=["*", FAMILIES[family]["embedding"], "lm_head"], exclude=[],
+    return ProjectionConfig(init="random", modules=["*", FAMILIES[family]["embedding"], "lm_head"], exclude=[],
                             rank_in=5, rank_out=4, seed=1)
 
 

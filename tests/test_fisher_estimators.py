@@ -25,7 +25,7 @@ def projected(grad: torch.Tensor, p_in: torch.Tensor, p_out: torch.Tensor) -> to
 
 def test_exact_fisher_is_the_expectation_over_classes():
     model, batch = classifier_and_batch()
-    logra = LoGra(model, ProjectionConfig(rank_in=3, rank_out=2))
+    logra = LoGra(model, ProjectionConfig(init="random", rank_in=3, rank_out=2))
     logged = logra.log_batch(batch, ClassificationObjective(), fisher=FisherConfig(estimator="exact"))
     projections = logra.projections()
     layers = {"0": model[0], "2": model[2]}
@@ -52,7 +52,7 @@ def test_exact_fisher_is_the_expectation_over_classes():
 def test_several_sampled_labels_average_reproducibly_and_count_examples_once():
     model = tiny_gpt2(dtype=torch.float32)
     batch = lm_batch([12, 7, 4])
-    logra = LoGra(model, ProjectionConfig(rank_in=4, rank_out=4))
+    logra = LoGra(model, ProjectionConfig(init="random", rank_in=4, rank_out=4))
     four = FisherConfig(estimator="true", samples=4, sample_seed=3)
     first = logra.log_batch(batch, fisher=four)
     again = logra.log_batch(batch, fisher=four)
@@ -67,7 +67,7 @@ def test_several_sampled_labels_average_reproducibly_and_count_examples_once():
 
 
 def test_exact_fisher_needs_a_classifier():
-    logra = LoGra(tiny_gpt2(), ProjectionConfig(rank_in=2, rank_out=2))
+    logra = LoGra(tiny_gpt2(), ProjectionConfig(init="random", rank_in=2, rank_out=2))
     with pytest.raises(ValueError, match="exact Fisher needs an objective with a class_losses"):
         logra.log_batch(lm_batch([5, 4]), CausalLMObjective(), fisher=FisherConfig(estimator="exact"))
     logra.remove()

@@ -112,17 +112,27 @@ def await_keys(state):
 def test_pca_projection_is_fitted_once_and_kept_with_the_store(tmp_path, sample_model_dir):
     from valuation import ProjectionConfig
 
-    params = nightly_params(tmp_path, sample_model_dir, projection=ProjectionConfig(init="pca", rank_in=8, rank_out=8))
-    land(params, SAMPLE_SHARDS[0])
+    params = nightly_params(tmp_path, sample_model_dir, projection=ProjectionConfig(rank_in=8, rank_out=8),
+                            calibration_examples=30)
+    assert params.projection.init == "pca"  # the default
+    land(params, *SAMPLE_SHARDS[:2])
     state, first = run_nightly(params)
     assert state.is_completed(), state.message
     store = GradientStore.open(params.workspace.store_url, read_only=True)
     projections = store.projections()
     assert store.spec.config.init == "pca" and projections is not None
+    calibration = store.attributes.calibration
+    # 30 examples taken in turn from both of the first night's shards, named in store and report
+    assert calibration["examples"] == 30 and [s["name"] for s in calibration["shards"]] == [
+        s.name for s in SAMPLE_SHARDS[:2]]
+    report = json.loads(Path(first.score.files["json"]).read_text())
+    assert report["provenance"]["projection_calibration"] == {  # no shard names in a report
+        "examples": 30, "shards": 2, "sha256": calibration["sha256"]}
 
-    land(params, SAMPLE_SHARDS[1])  # logged with the stored matrices, not a new fit
+    land(params, SAMPLE_SHARDS[2])  # logged with the stored matrices, not a new fit
     state, second = run_nightly(params)
     assert state.is_completed(), state.message
     store = GradientStore.open(params.workspace.store_url, read_only=True)
-    assert store.n_rows == sum(len(s.read_text().splitlines()) for s in SAMPLE_SHARDS[:2])
+    assert store.n_rows == sum(len(s.read_text().splitlines()) for s in SAMPLE_SHARDS[:3])
+    assert store.attributes.calibration == calibration
     assert second.score.files["json"] != first.score.files["json"]

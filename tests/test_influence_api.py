@@ -10,7 +10,7 @@ from .models import lm_batch, tiny_gpt2
 
 @pytest.fixture(scope="module")
 def logged():
-    with LoGra(tiny_gpt2(), ProjectionConfig(rank_in=4, rank_out=4)) as logra:
+    with LoGra(tiny_gpt2(), ProjectionConfig(init="random", rank_in=4, rank_out=4)) as logra:
         train = logra.log_batch(lm_batch([12, 9, 5, 11, 7, 12, 3, 8], seed=3))
         queries = logra.log_batch(lm_batch([10, 6], seed=4), ids=["q-a", "q-b"])
     fisher = FisherPartial.zeros(logra.layout).update(train.fisher_rows).snapshot(0.1)

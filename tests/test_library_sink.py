@@ -22,7 +22,7 @@ from valuation.hf import LoGraCallback
 
 from .models import classification_batch, lm_batch, tiny_gpt2
 
-CONFIG = ProjectionConfig(rank_in=4, rank_out=4, seed=2)
+CONFIG = ProjectionConfig(init="random", rank_in=4, rank_out=4, seed=2)
 PROVIDERS = {f"doc-{i}": "acme" if i % 3 else "globex" for i in range(12)}
 
 
@@ -131,4 +131,5 @@ def test_a_one_layer_model_with_pca_projections_round_trips_through_a_store(tmp_
     store = GradientStore.open(url)
     assert store.layout.names == [""] and store.n_rows == 6
     assert store.spec.matrices_sha256 == logra.spec.matrices_sha256
+    assert store.attributes.calibration["examples"] == 6  # what the PCA was fitted on, recorded
     assert verify_store(url) == []

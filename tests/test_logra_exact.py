@@ -78,7 +78,7 @@ def test_mlp_projected_gradients_equal_kronecker_projection():
     model = tiny_mlp(dims=(6, 5, 3))
     batch = classification_batch(8, d_in=6, n_classes=3)
     rows, expected, layout = logged_and_expected(
-        model, ProjectionConfig(rank_in=3, rank_out=2, seed=7), batch, ClassificationObjective(),
+        model, ProjectionConfig(init="random", rank_in=3, rank_out=2, seed=7), batch, ClassificationObjective(),
         classification_loss(model), (batch["inputs"], batch["labels"]),
     )
     assert [m.kind for m in layout.modules] == ["linear", "linear"]
@@ -91,7 +91,7 @@ def test_a_model_that_is_one_linear_layer_is_tracked_as_the_root_module():
     model = nn.Linear(6, 4).to(torch.float64)
     batch = classification_batch(7, d_in=6, n_classes=4)
     rows, expected, layout = logged_and_expected(
-        model, ProjectionConfig(rank_in=6, rank_out=4, seed=2), batch, ClassificationObjective(),
+        model, ProjectionConfig(init="random", rank_in=6, rank_out=4, seed=2), batch, ClassificationObjective(),
         classification_loss(model), (batch["inputs"], batch["labels"]),
     )
     assert layout.names == [""]
@@ -118,7 +118,7 @@ def test_embedding_projected_gradients_equal_kronecker_projection_with_a_padding
     ids[:, 5:] = 0  # padding, and a repeated token in every row
     ids[:, 1] = ids[:, 0]
     batch = {"inputs": ids, "labels": torch.randint(0, 3, (6,), generator=gen)}
-    config = ProjectionConfig(modules=["embed", "head"], rank_in=4, rank_out=3, seed=1)
+    config = ProjectionConfig(init="random", modules=["embed", "head"], rank_in=4, rank_out=3, seed=1)
     rows, expected, layout = logged_and_expected(
         model, config, batch, ClassificationObjective(), classification_loss(model), (ids, batch["labels"]),
     )
@@ -154,7 +154,7 @@ def per_example_lm_rows(model, batch, layout, projections, tie_weights=True):
 def test_gpt2_projected_gradients_equal_kronecker_projection_with_padding():
     model = tiny_gpt2()
     batch = lm_batch([12, 7, 3, 9])
-    logra = LoGra(model, ProjectionConfig(rank_in=5, rank_out=4, seed=3))
+    logra = LoGra(model, ProjectionConfig(init="random", rank_in=5, rank_out=4, seed=3))
     rows = logra.log_batch(batch).rows
     projections, layout = logra.projections(), logra.layout
     logra.remove()
@@ -169,7 +169,8 @@ def test_tied_input_embedding_and_lm_head_are_each_exact():
     model = tiny_gpt2()
     assert model.lm_head.weight is model.transformer.wte.weight
     batch = lm_batch([12, 7, 3, 9])
-    config = ProjectionConfig(modules=["transformer.wte", "lm_head"], exclude=[], rank_in=6, rank_out=5, seed=9)
+    config = ProjectionConfig(init="random", modules=["transformer.wte", "lm_head"], exclude=[],
+                              rank_in=6, rank_out=5, seed=9)
     logra = LoGra(model, config)
     rows = logra.log_batch(batch).rows
     projections, layout = logra.projections(), logra.layout
@@ -198,7 +199,7 @@ def test_conv2d_projected_gradients_equal_kronecker_projection():
     batch = {"inputs": torch.randn(5, 2, 6, 6, generator=gen, dtype=torch.float64),
              "labels": torch.randint(0, 3, (5,), generator=gen)}
     rows, expected, layout = logged_and_expected(
-        model, ProjectionConfig(rank_in=7, rank_out=3, seed=4), batch, ClassificationObjective(),
+        model, ProjectionConfig(init="random", rank_in=7, rank_out=3, seed=4), batch, ClassificationObjective(),
         classification_loss(model), (batch["inputs"], batch["labels"]),
     )
     assert [(m.name, m.kind, m.d_in, m.d_out) for m in layout.modules] == [

@@ -105,7 +105,7 @@ def test_prepare_never_replaces_a_directory_it_did_not_write(tmp_path):
 def test_fingerprint_ignores_logra_add_ons():
     model = tiny_gpt2()
     before = model_fingerprint(model)
-    with LoGra(model, ProjectionConfig(rank_in=4, rank_out=4)) as logra:
+    with LoGra(model, ProjectionConfig(init="random", rank_in=4, rank_out=4)) as logra:
         assert len(logra.adapters) > 0
         logra.log_batch(lm_batch([5, 12]))
         assert model_fingerprint(model) == before

@@ -26,7 +26,7 @@ PROVIDERS = ["alpha", "beta", "gamma"]
 @pytest.fixture(scope="module", params=["float32", "bfloat16"])
 def scored_store(request, tmp_path_factory):
     model = tiny_gpt2(dtype=torch.float32)
-    logra = LoGra(model, ProjectionConfig(rank_in=4, rank_out=4))
+    logra = LoGra(model, ProjectionConfig(init="random", rank_in=4, rank_out=4))
     url = str(tmp_path_factory.mktemp("store") / f"{request.param}.zarr")
     store = GradientStore.create(url, logra.spec, {"fingerprint": "tiny"}, CodecConfig(precision=request.param),
                                  chunk_rows=16)

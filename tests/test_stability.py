@@ -8,6 +8,8 @@ from tasks.models import load_model
 from valuation import ProjectionConfig
 from valuation.data import read_jsonl
 
+RANDOM = ProjectionConfig(init="random", rank_in=4, rank_out=4)
+
 
 @pytest.fixture(scope="module")
 def sample(sample_model_dir):
@@ -17,8 +19,7 @@ def sample(sample_model_dir):
 
 def test_same_seed_agrees_perfectly(sample):
     model, tokenizer, examples, queries = sample
-    result = credit_stability(model, tokenizer, examples, queries, projection=ProjectionConfig(rank_in=4, rank_out=4),
-                            variants=[3, 3])
+    result = credit_stability(model, tokenizer, examples, queries, projection=RANDOM, variants=[3, 3])
     assert result.spearman_min == pytest.approx(1.0)
     assert set(result.share_spread.values()) == {0.0} and result.varies == "projection seed"
 
@@ -26,8 +27,7 @@ def test_same_seed_agrees_perfectly(sample):
 def test_different_seeds_are_measured(sample):
     model, tokenizer, examples, queries = sample
     keys_before = list(dict(model.named_parameters()))
-    result = credit_stability(model, tokenizer, examples, queries, projection=ProjectionConfig(rank_in=4, rank_out=4),
-                            variants=[0, 1, 2])
+    result = credit_stability(model, tokenizer, examples, queries, projection=RANDOM, variants=[0, 1, 2])
     assert -1.0 <= result.spearman_min <= result.spearman_mean < 1.0
     assert list(dict(model.named_parameters())) == keys_before  # add-ons removed after each seed
 

@@ -33,7 +33,7 @@ def make_spec(seed: int = 0) -> ProjectionSpec:
         ModuleSpec("block.0.attn", "conv1d", 16, 24, 4, 3),
         ModuleSpec("block.0.mlp", "linear", 16, 16, 2, 5),
     ))
-    config = ProjectionConfig(rank_in=4, rank_out=5, seed=seed)
+    config = ProjectionConfig(init="random", rank_in=4, rank_out=5, seed=seed)
     return ProjectionSpec(config, layout, hashlib.sha256(str(seed).encode()).hexdigest())
 
 

@@ -1,11 +1,12 @@
 """LoGra: per-example projected gradients of any PyTorch model, in a few lines.
 
-    logra = LoGra(model, ProjectionConfig(rank_in=16, rank_out=16))
+    logra = LoGra.with_pca(model, ProjectionConfig(rank_in=16, rank_out=16), calibration_batches)
     logged = logra.log_batch(batch)          # rows: batch x K projected gradients
     ...
     logra.remove()                           # the model is as it was
 
-or, inside your own training loop:
+(PCA, the default init, fits the projections on calibration batches in one pass;
+`LoGra(model, ProjectionConfig(init="random"))` needs no data), or, inside your own training loop:
 
     with logra.recording(attention_mask=batch["attention_mask"], example_ids=ids):
         losses = CausalLMObjective().losses(model(**batch).logits, batch)  # summed over tokens
@@ -120,7 +121,8 @@ class LoGra:
         layout = _layout(targets, config)
         if projections is None:
             if config.init == "pca":
-                raise ValueError("init='pca' needs data: build with LoGra.with_pca(model, config, batches)")
+                raise ValueError("init='pca' (the default) needs calibration data: build with "
+                                 "LoGra.with_pca(model, config, batches), or pass ProjectionConfig(init='random')")
             projections = random_projections(layout, config.seed)
         self.model = model
         self.layout = layout

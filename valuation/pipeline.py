@@ -5,6 +5,7 @@ Used for training shards (rows + Fisher partial sums) and for queries (rows only
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,10 +13,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import FisherConfig
+from .config import FisherConfig, ProjectionConfig
 from .data import Example, batches, encode_example, to_device
 from .fisher import FisherPartial
-from .logra import LoGra
+from .logra import LoGra, Projections, pca_projections
 
 
 @dataclass(frozen=True)
@@ -83,3 +84,31 @@ def log_examples(
         n_tokens=np.concatenate(tokens) if tokens else np.zeros(0, np.int64),
         losses=np.concatenate(losses) if losses else np.zeros(0, np.float32),
     )
+
+
+def examples_sha256(examples: Sequence[Example]) -> str:
+    """sha256 of examples' content in order: names a calibration sample in stores and reports."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(example.model_dump_json().encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def fit_pca(
+    model: torch.nn.Module,
+    tokenizer,
+    examples: Sequence[Example],
+    projection: ProjectionConfig,
+    options: LoggingOptions = LoggingOptions(),
+    *,
+    fisher: FisherConfig | None = None,
+) -> Projections:
+    """PCA projections (P_in, P_out per module) from the KFAC factors of `examples`, tokenised and
+    batched as `log_examples` does. `model` must carry no LoGra add-ons."""
+    if not examples:
+        raise ValueError("PCA initialisation needs calibration examples; none were given")
+    device = next(model.parameters()).device
+    encoded = [encode_example(tokenizer, e, options.max_length) for e in examples]
+    calibration = (to_device(b, device) for b in batches(encoded, options.batch_size, tokenizer.pad_token_id))
+    return pca_projections(model, projection, calibration, fisher=fisher)

@@ -11,7 +11,8 @@ calls it when a Hugging Face Trainer finishes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,6 +37,7 @@ class LogSession:
     model_fingerprint: dict
     projections: Projections  # (P_in, P_out) per module: needed to rebuild PCA projections
     fisher: FisherConfig  # how the Fisher rows were made
+    calibration: dict | None = None  # what a PCA projection was fitted on (None: random init)
 
 
 class RowSink(Protocol):
@@ -104,12 +106,22 @@ def log_into_sink(
     fingerprint = model_fingerprint(model)
     device = next(model.parameters()).device
     try:
+        calibration = None
         if config.init == "pca":
-            logra = LoGra.with_pca(model, config, (to_device(dict(b), device) for b in batches), objective, fisher)
+            ids: list[str] = []
+
+            def calibration_batches() -> Iterator[Batch]:
+                for batch in batches:
+                    ids.extend(str(i) for i in batch["example_ids"])
+                    yield to_device(dict(batch), device)
+
+            logra = LoGra.with_pca(model, config, calibration_batches(), objective, fisher)
+            digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+            calibration = {"examples": len(ids), "example_ids_sha256": digest}  # every batch: the PCA's data
         else:
             logra = LoGra(model, config)
         try:
-            sink.open(LogSession(logra.spec, fingerprint, logra.projections(), fisher))
+            sink.open(LogSession(logra.spec, fingerprint, logra.projections(), fisher, calibration))
             for batch in batches:
                 sink.write(logra.log_batch(to_device(dict(batch), device), objective, fisher=fisher,
                                            autocast_dtype=autocast_dtype))
