@@ -1,16 +1,20 @@
 """One pass over the stored rows: exact top-k overall and per provider, provider credit, mean scores.
 
 The rows are cut into ranges of whole chunks, one Dask task each (threads, or the processes of a
-`distributed` cluster: the same tasks either way). A task reads its chunks one at a time and scores
-them in tiles small enough for the CPU cache: the tile is decoded into float32 (for bfloat16 a
-copy that widens each code, nothing else), multiplied by a batch of queries, and reduced at once:
+`distributed` cluster: the same tasks either way). A task reads its chunks one at a time (a local
+store's chunk files straight into reused buffers: storage/chunks.py) and scores each in blocks:
+the block's rows are multiplied tile by tile, each tile small enough for the CPU cache and decoded
+into float32 once for every query batch (for bfloat16 a copy that widens each code, nothing
+else), into one buffer of the block's scores; then each reduction runs once over the block:
 - per-provider top-k by threshold: a score enters only if it beats its (query, provider) list's
-  current k-th, so after the first tiles almost nothing is sorted; the overall top-k is the best
-  k of the per-provider lists at the end;
-- credit by an index-add of the scores into a providers x queries sum;
+  current k-th, so after the first blocks almost nothing is sorted; a score is first compared
+  with its query's lowest threshold over the providers, and only the few that pass with their
+  own provider's; the overall top-k is the best k of the per-provider lists at the end;
+- credit as one product, (providers x rows one-hot) @ scores, into a providers x queries sum;
 - each row's mean over the queries.
 Partial results of the tasks meet in a balanced tree of merges. Peak memory is about (tasks in
-flight) x (one chunk + one tile), plus the per-row means (8 bytes a row) and the small lists.
+flight) x (one chunk + one tile + one block's scores), plus the per-row means (8 bytes a row) and
+the small lists.
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ import torch
 from .topk import MAX_GROUPS, MAX_OFFSET, MAX_ROWS, GroupedTopK, decode, kth_scores
 
 TASK_ROWS = 1 << 16
+SCORE_BYTES = 4 << 20  # a block's float32 scores: rows x queries within this, at least one tile
+
+
+def block_rows(options: ScanOptions, n_queries: int) -> int:
+    """Rows whose scores are reduced together (top-k, credit, means): whole tiles, as many as keep
+    their scores within SCORE_BYTES, and below the top-k's candidate offset limit."""
+    tiles = max(1, SCORE_BYTES // (4 * n_queries * options.tile_rows))
+    return min(tiles * options.tile_rows, max(options.tile_rows, MAX_OFFSET // options.tile_rows * options.tile_rows))
 
 
 @dataclass
@@ -122,42 +134,64 @@ class _RangeScan:
         self.query_batch = max(1, min(options.query_batch, MAX_GROUPS // n_providers))
         self.lists = GroupedTopK.empty(n_providers * self.n_queries, options.top_k)
         self.thresholds = np.full((n_providers, self.n_queries), -np.inf, dtype=np.float32)
+        self.floor = self.thresholds.min(axis=0)  # per query, the lowest of its providers' thresholds
         self.credit = torch.zeros((n_providers, self.n_queries), dtype=torch.float64, device=self.device)
         self.means = np.empty(n_rows)
+        self.tile_rows = options.tile_rows
         self.buffer = torch.empty((options.tile_rows, queries.shape[1]), dtype=torch.float32, device=self.device)
+        self.batches = [(q0, min(q0 + self.query_batch, self.n_queries))
+                        for q0 in range(0, self.n_queries, self.query_batch)]
+        # A block's scores, one buffer per query batch: block_rows x queries float32 in all.
+        self.block_rows = block_rows(options, self.n_queries)
+        self.scores = {q0: torch.empty((self.block_rows, q1 - q0), dtype=torch.float32, device=self.device)
+                       for q0, q1 in self.batches}
 
-    def tile(self, codes: torch.Tensor, scale: torch.Tensor | None, providers: np.ndarray, first: int,
-             offset: int) -> None:
-        """Score one tile: rows `first`.. of the store, `offset`.. of this task's range."""
+    def block(self, codes: torch.Tensor, scale: torch.Tensor | None, providers: np.ndarray, first: int,
+              offset: int) -> None:
+        """Score one block of rows: `first`.. of the store, `offset`.. of this task's range. The
+        products run tile by tile (a widened tile stays in cache for every query batch); the
+        reductions then run once over the block's scores, not once per tile."""
         n = codes.shape[0]
-        on_cpu = self.device.type == "cpu"
-        rows = codes if codes.dtype == torch.float32 and on_cpu else self.buffer[:n].copy_(codes)
+        direct = codes.dtype == torch.float32 and self.device.type == "cpu"
+        blocks = [self.scores[q0][:n] for q0, _ in self.batches]
+        for a in range(0, n, self.tile_rows):
+            b = min(a + self.tile_rows, n)
+            rows = codes[a:b] if direct else self.buffer[: b - a].copy_(codes[a:b])
+            for (q0, q1), out in zip(self.batches, blocks):
+                torch.matmul(rows, self.queries[q0:q1].T, out=out[a:b])
         providers_t = torch.from_numpy(providers).to(self.device, torch.long)
+        # Credit as a product: providers x rows (one-hot) times the scores, one BLAS call.
+        one_hot = torch.zeros((self.credit.shape[0], n), dtype=torch.float32, device=self.device)
+        one_hot.scatter_(0, providers_t[None, :], 1.0)
         if scale is not None:
             scale = scale.to(self.device)
         sums = torch.zeros(n, dtype=torch.float64, device=self.device)
-        for q0 in range(0, self.n_queries, self.query_batch):
-            q1 = min(q0 + self.query_batch, self.n_queries)
-            scores = rows @ self.queries[q0:q1].T
+        for (q0, q1), scores in zip(self.batches, blocks):
             if scale is not None:
                 scores.mul_(scale[:, None])
             sums += scores.sum(dim=1)
-            # float32 within a tile (at most tile_rows terms), float64 across tiles.
-            tile_credit = torch.zeros((self.credit.shape[0], q1 - q0), dtype=torch.float32, device=self.device)
-            self.credit[:, q0:q1] += tile_credit.index_add_(0, providers_t, scores)
+            # float32 within a block (at most block_rows terms), float64 across blocks.
+            self.credit[:, q0:q1] += one_hot @ scores
             self._absorb(scores.cpu().numpy(), providers, first, q0)
         self.means[offset : offset + n] = (sums / self.n_queries).cpu().numpy()
 
     def _absorb(self, scores: np.ndarray, providers: np.ndarray, first: int, q0: int) -> None:
         width = scores.shape[1]
         # Strictly greater: an equal score of this later row loses the tie to the list's k-th.
-        beats = np.flatnonzero(scores > self.thresholds[:, q0 : q0 + width][providers])
+        # First against each query's lowest threshold over the providers (one compare a score,
+        # no gather), then the few that pass against their own provider's.
+        beats = np.flatnonzero(scores > self.floor[q0 : q0 + width])
         if beats.size == 0:
             return
         r, q = np.divmod(beats, width)
+        own = scores.ravel()[beats] > self.thresholds[providers[r], q0 + q]
+        beats, r, q = beats[own], r[own], q[own]
+        if beats.size == 0:
+            return
         groups = providers[r].astype(np.int64) * self.n_queries + (q0 + q)
         touched = self.lists.absorb(groups, scores.ravel()[beats], r, first)
         self.thresholds.ravel()[touched] = kth_scores(self.lists.keys[touched])
+        self.floor = self.thresholds.min(axis=0)
 
     def result(self) -> _Partial:
         return _Partial(self.lists, self.credit.cpu().numpy(), self.means)
@@ -166,7 +200,7 @@ class _RangeScan:
 def _scan_range(source: RowSource, start: int, stop: int, providers: np.ndarray, row_scale: np.ndarray | None,
                 queries: np.ndarray, n_providers: int, options: ScanOptions) -> _Partial:
     scan = _RangeScan(torch.from_numpy(queries), n_providers, stop - start, options)
-    # Tiles grow from small to full size: while the lists are empty every score enters them, so
+    # Blocks grow from small to full size: while the lists are empty every score enters them, so
     # the first rows are better absorbed in small numbers that soon raise the thresholds.
     size = max(1, options.tile_rows // 16)
     read = source.reader()
@@ -179,8 +213,8 @@ def _scan_range(source: RowSource, start: int, stop: int, providers: np.ndarray,
             at = chunk - start + a
             scale = _scale(None if codec_scale is None else codec_scale[a:b],
                            None if row_scale is None else row_scale[at : at + b - a])
-            scan.tile(codes[a:b], scale, providers[at : at + b - a], chunk + a, at)
-            a, size = b, min(2 * size, options.tile_rows)
+            scan.block(codes[a:b], scale, providers[at : at + b - a], chunk + a, at)
+            a, size = b, min(2 * size, scan.block_rows)
     return scan.result()
 
 
