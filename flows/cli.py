@@ -72,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--timezone", default="UTC", help="IANA time zone of the cron (default: %(default)s)")
 
     stability = commands.add_parser(
-        "stability", help="measure how provider credit moves with what still moves it (shown on reports): "
-        "the PCA calibration sample (the default init), or the projection seed at init=random"
+        "stability", help="measure now how provider credit moves with what still moves it (shown on reports; the "
+        "nightly run measures it when due): the PCA calibration sample (the default init), or the projection seed "
+        "at init=random"
     )
     _run_args(stability)
     stability.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
@@ -154,9 +155,9 @@ def _ui_link(state) -> str | None:
 
 
 def _stability(args: argparse.Namespace) -> int:
-    from tasks.stability import measure_stability
+    from tasks.stability import measure_on_demand
 
-    measure_stability(_flow_params(args), args.seeds)
+    print(measure_on_demand(_flow_params(args), args.seeds))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The `nightly-valuation` flow: ingest, refresh the Fisher if due, score, report."""
+"""The `nightly-valuation` flow: ingest, refresh the Fisher if due, measure stability if due, score, report."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from tasks.ingest import open_store
 from tasks.params import NightlyParams
 from tasks.planning import IngestSummary
 from tasks.scoring import ScoreOutcome
+from tasks.stability import stability_when_due
 
 from .fisher import refresh_fisher
 from .ingest import ingest
@@ -32,8 +33,8 @@ class NightlySummary:
 
 @flow(name="nightly-valuation", log_prints=True)
 def nightly_valuation(params: NightlyParams = NightlyParams()) -> State:
-    """Ingest the night's new shards, refresh the projected Fisher when due, score the standing
-    queries and publish the provider reports.
+    """Ingest the night's new shards, refresh the projected Fisher when due, measure the credit's
+    stability when due, score the standing queries and publish the provider reports.
 
     A quarantined shard does not stop the night: good shards are committed and scored, and the
     run ends Failed with the reason so it shows in the UI.
@@ -49,6 +50,11 @@ def nightly_valuation(params: NightlyParams = NightlyParams()) -> State:
     refreshed = refresh_fisher(params.refresh_fisher(), return_state=True)
     if refreshed.is_failed():
         return Failed(message=f"Fisher refresh: {refreshed.message}")
+    # Before scoring, so tonight's report shows a measurement made for it; a failure costs the
+    # report its fresh stability line (it keeps the last one), never the night.
+    stability = stability_when_due(params, return_state=True)
+    if stability.is_failed():
+        logger.warning("stability: %s; the report shows the last measurement, if any", stability.message)
     scored_state = score(params.score(), return_state=True)
     if scored_state.is_failed():
         return Failed(message=f"scoring: {scored_state.message}")

@@ -85,6 +85,8 @@ def stability_note(report: Report) -> str:
         text += f", this provider's by {stability.share_spread[report.scope]:.1%}"
     when = stability.measured_at.strftime("%Y-%m-%d %H:%M UTC")
     snapshot = f", Fisher snapshot {stability.snapshot}" if stability.snapshot is not None else ""
+    if stability.snapshot is not None and stability.snapshot != report.provenance.fisher_snapshot:
+        snapshot += f" (this report: {report.provenance.fisher_snapshot})"
     text += f". Measured {when} on {stability.examples} examples and {stability.queries} queries{snapshot}."
     if stability.spearman_mean < STABLE_SPEARMAN:
         text += (f" Below {STABLE_SPEARMAN}: a difference of a rank or two is within the projection's noise, "

@@ -61,7 +61,7 @@ class Workspace(BaseModel):
 
     @property
     def stability(self) -> Path:
-        """The latest seed-stability measurement (`dataworth stability`), attached to reports."""
+        """The latest stability measurement (nightly when due, or `dataworth stability`), shown on reports."""
         return self.path / "stability.json"
 
 
@@ -112,6 +112,22 @@ class RefreshPolicy(BaseModel):
     force: bool = Field(default=False, description="refresh now whatever the above say")
 
 
+class StabilityPolicy(BaseModel):
+    """When the nightly run measures how much credit moves with the projection (docs/operations.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=True, description="measure in the nightly run when due (before scoring)")
+    variants: list[int] = Field(
+        default=[0, 1, 2], min_length=2, description="projection seeds (PCA init: seeds of the calibration halves)"
+    )
+    max_age_hours: float = Field(default=24 * 7, gt=0, description="measure again when the last is older than this")
+    max_examples: int = Field(
+        default=2000, ge=2, description="a seeded sample of the landing shards' examples to measure on: "
+        "the cost is one logging pass over them per variant",
+    )
+
+
 class RefreshParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -152,6 +168,7 @@ class NightlyParams(BaseModel):
     fisher: FisherConfig = FisherConfig()
     calibration_examples: int = _calibration_examples()
     refresh: RefreshPolicy = RefreshPolicy()
+    stability: StabilityPolicy = StabilityPolicy()
     settle_seconds: float = _settle_seconds()
     mode: InfluenceMode = DEFAULT_MODE
     top_k: int = Field(default=5, ge=1, le=100)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +10,6 @@ import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext, get_run_context
-from pydantic import ValidationError
 
 from reporting.build import ExampleRecord, ScoringResult, TopK, build_report, score_histogram
 from reporting.export import write_report
@@ -28,6 +26,7 @@ from .calibration import calibration_provenance
 from .failures import fails_in_one_line
 from .models import LoadedModel, load_for_logging
 from .params import SAMPLE_MODEL, ScoreParams
+from .stability import saved_stability
 
 
 @dataclass(frozen=True)
@@ -57,18 +56,9 @@ def _run_id() -> str | None:
 
 
 def matching_stability(params: ScoreParams, store: GradientStore) -> Stability | None:
-    """The workspace's seed-stability measurement, if it was made for this projection, model and mode."""
-    path = params.workspace.stability
-    if not path.is_file():
-        return None
-    saved = json.loads(path.read_text())
+    """The workspace's stability measurement, if it was made for this projection, model and mode."""
     key = stability_key(store.spec.config, store.model_fingerprint["fingerprint"], params.mode)
-    if saved.get("key") != key:
-        return None
-    try:
-        return Stability.model_validate(saved["stability"])
-    except (KeyError, ValidationError):  # written by an older version: as good as not measured
-        return None
+    return saved_stability(params.workspace.stability, key)
 
 
 def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet, params: ScoreParams,

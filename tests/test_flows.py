@@ -11,6 +11,7 @@ from prefect.client.orchestration import get_client
 from flows.ingest import ingest
 from flows.nightly import nightly_valuation
 from storage import GradientStore
+from tasks.params import StabilityPolicy
 
 from .flow_fixtures import SAMPLE_SHARDS, finished_upload, land, nightly_params
 
@@ -37,7 +38,8 @@ def run_nightly(params):
 
 
 def test_nightly_end_to_end_then_incremental(tmp_path, sample_model_dir):
-    params = nightly_params(tmp_path, sample_model_dir)
+    # Stability on a small sample of the landing: the measurement, not its precision, is under test.
+    params = nightly_params(tmp_path, sample_model_dir, stability=StabilityPolicy(max_examples=24))
     # Shards fan out over two "devices" (both the CPU here), as they would over two GPUs.
     params = params.model_copy(update={"model": params.model.model_copy(update={"devices": ["cpu", "cpu"]})})
     land(params, *SAMPLE_SHARDS[:3])
@@ -48,6 +50,8 @@ def test_nightly_end_to_end_then_incremental(tmp_path, sample_model_dir):
     report = json.loads(Path(first.score.files["json"]).read_text())
     assert {p["provider"] for p in report["providers"]} >= {"weather-desk", "kitchen-notes", "qa-tutor"}
     assert report["provenance"]["fisher_snapshot"] == 1
+    # The night measured the stability it lacked, before scoring: the report shows it.
+    assert (report["stability"]["snapshot"], report["stability"]["examples"]) == (1, 24)
     for kind in ("html", "markdown", "providers_csv"):
         assert Path(first.score.files[kind]).is_file()
     provenance = report["provenance"]
@@ -68,6 +72,8 @@ def test_nightly_end_to_end_then_incremental(tmp_path, sample_model_dir):
     assert len(outcomes(second, "skipped")) == 3
     report2 = json.loads(Path(second.score.files["json"]).read_text())
     assert report2["provenance"]["store_version"] != report["provenance"]["store_version"]
+    # A new Fisher snapshot makes the measurement stale: measured again for it.
+    assert report2["stability"]["snapshot"] == report2["provenance"]["fisher_snapshot"] == 2
     store = GradientStore.open(params.workspace.store_url, read_only=True)
     assert store.n_rows == sum(len(s.read_text().splitlines()) for s in SAMPLE_SHARDS)
 

@@ -1,12 +1,21 @@
 """Seed stability: the same seed twice agrees perfectly; different seeds are measured honestly."""
 
+import json
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from sample.model import load_sample_corpus, sample_queries_path
+from scoring.results import Stability
 from scoring.stability import credit_stability
+from storage import GradientStore
 from tasks.models import load_model
+from tasks.params import NightlyParams, StabilityPolicy, Workspace
+from tasks.stability import saved_stability, stability_due, store_key
 from valuation import ProjectionConfig
 from valuation.data import read_jsonl
+
+from .test_store_support import MODEL, SPEC
 
 RANDOM = ProjectionConfig(init="random", rank_in=4, rank_out=4)
 
@@ -39,3 +48,29 @@ def test_pca_varies_the_calibration_half(sample):
     assert result.varies == "calibration half"
     # The same half twice agrees perfectly; another half moves the credit a little.
     assert result.spearman_min < result.spearman_mean < 1.0
+
+
+def save(params: NightlyParams, store: GradientStore, **changes) -> None:
+    stability = Stability(varies="projection seed", variants=[0, 1], spearman_mean=0.8, spearman_min=0.8,
+                          share_spread={}, share_spread_median=0.0, examples=2, queries=1,
+                          measured_at=datetime.now(UTC), snapshot=None).model_copy(update=changes)
+    params.workspace.stability.write_text(json.dumps(
+        {"key": store_key(store, params), "stability": stability.model_dump(mode="json")}))
+
+
+def test_the_nightly_measures_stability_when_its_measurement_is_missing_stale_or_for_another_store(tmp_path):
+    params = NightlyParams(workspace=Workspace(root=str(tmp_path)))
+    store = GradientStore.create(params.workspace.store_url, SPEC, MODEL, chunk_rows=16)
+    assert stability_due(params, store) == "no measurement for this projection, model and mode"
+    save(params, store)
+    assert stability_due(params, store) is None
+    assert saved_stability(params.workspace.stability, store_key(store, params)).spearman_mean == 0.8
+    later = datetime.now(UTC) + timedelta(hours=params.stability.max_age_hours + 1)
+    assert stability_due(params, store, now=later).startswith("measured 169 hours ago")
+    save(params, store, snapshot=4)
+    assert stability_due(params, store) == "measured at Fisher snapshot 4, the store is at None"
+    assert stability_due(params.model_copy(update={"stability": StabilityPolicy(enabled=False)}), store) is None
+    other_mode = params.model_copy(update={"mode": "cosine"})
+    assert stability_due(other_mode, store).startswith("no measurement")
+    params.workspace.stability.write_text('{"key": 1, "stability": {"seeds": [0]}}')  # an older version's
+    assert stability_due(params, store).startswith("no measurement")
