@@ -6,7 +6,7 @@ Every figure comes with a ratio against a baseline measured in the same process,
 machine shifts both sides alike: logging against a plain forward+backward and against dense
 projection of per-example gradients; scoring from the store against an in-memory matrix
 product; each shard's commit against the commit into a one-shard store; each codec's bytes
-against float32.
+against float32; ingest by two staging workers on the S3 API against one.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-SECTIONS = ("logging", "scoring", "incrementality", "storage")
+SECTIONS = ("logging", "scoring", "incrementality", "storage", "workers")
 MB = 1e6
 
 
@@ -136,6 +136,14 @@ def render(results: dict) -> str:
         parts.append("**Storage** per training example (LoGra rows of width 2,048, Blosc behind each precision):\n\n"
                      + _table(["codec", "bytes/example", "vs float32 store", "score Spearman vs float32 (dot)",
                                "top-10 recall (relatif)"], rows))
+    if "workers" in results:
+        w = results["workers"]
+        rows = [[str(r["workers"]), f"{r['stage_seconds']:.1f}", f"{r['commit_seconds']:.1f}",
+                 f"{r['total_seconds']:.1f}", f"**{r['speedup_vs_one']:.2f}x**"] for r in w["runs"]]
+        parts.append(f"**Workers**: {w['shards']} shards of {w['shard_rows']:,} rows (width {w['width']:,}, "
+                     f"{w['float32_mb']:.0f} MB as float32) staged by worker processes on the S3 API (moto on "
+                     f"loopback, {w['cpu_count']} CPUs), then one committer:\n\n"
+                     + _table(["workers", "staging s", "commit s", "total s", "speedup vs 1 worker"], rows))
     return "\n\n".join(parts) + "\n"
 
 
@@ -175,6 +183,11 @@ def run(args: argparse.Namespace) -> dict:
         if "storage" in args.only:
             print("storage ...")
             results["storage"] = bench_codecs(CodecBenchConfig(), workdir)
+        if "workers" in args.only:
+            from .bench_workers import WorkersConfig, bench_workers
+
+            print("workers ...")
+            results["workers"] = bench_workers(WorkersConfig())
     args.out.mkdir(parents=True, exist_ok=True)
     markdown = render(results)
     (args.out / "bench.json").write_text(json.dumps(results, indent=1))

@@ -35,3 +35,12 @@ def test_gpu_check_runs_on_cpu_at_toy_size(tmp_path):
     (scoring,) = results["scoring"]
     assert scoring["device"] == "cpu" and scoring["vs_matmul"]["scan_from_store"]["median"] > 0
     assert "vs in-memory matmul" in (tmp_path / "bench.md").read_text()
+
+
+@pytest.mark.slow
+def test_workers_bench_stages_on_s3_and_commits_every_shard_once():
+    from benchmarks.bench_workers import WorkersConfig, bench_workers
+
+    results = bench_workers(WorkersConfig(shards=2, shard_rows=8))
+    assert [r["workers"] for r in results["runs"]] == [1, 2]
+    assert results["runs"][0]["speedup_vs_one"] == 1.0 and results["runs"][1]["speedup_vs_one"] > 0

@@ -13,6 +13,7 @@ import s3fs
 from storage import GradientStore, StoreLockedError, store_info, verify_store
 from storage.location import StoreLocation
 from storage.lock import committer_lock
+from tests.test_store_concurrency import check_all_rows_once
 from tests.test_store_support import MODEL, SPEC, make_shard, run_child
 
 
@@ -71,3 +72,17 @@ def test_a_frozen_committer_is_fenced_off_when_it_wakes(s3_url):
         holder.kill()
         holder.communicate()
     assert lost.startswith("lost:") and "lost its lease" in lost
+
+
+def test_two_workers_staging_and_committing_at_once_on_s3_lose_and_duplicate_nothing(s3_url):
+    """Two worker processes each stage their shards (one shard by both) and commit at once: the
+    lease lets one committer through at a time and every row lands exactly once."""
+    store = GradientStore.create(s3_url, SPEC, MODEL, chunk_rows=8)
+    workers = {"w0": [0, 1], "w1": [1, 2]}
+    children = [run_child("stage", {"url": s3_url, "worker": w, "seeds": seeds, "rows": 30, "commit": True},
+                          wait=False) for w, seeds in workers.items()]
+    outputs = [child.communicate(timeout=300)[0] for child in children]
+    assert all(child.returncode == 0 for child in children), outputs
+    store.commit_staged()  # what a worker staged after the other's commit had listed the staging groups
+    check_all_rows_once(store, range(3))
+    assert store_info(s3_url)["staged"] == []
