@@ -6,7 +6,8 @@ Every figure comes with a ratio against a baseline measured in the same process,
 machine shifts both sides alike: logging against a plain forward+backward and against dense
 projection of per-example gradients; scoring from the store against an in-memory matrix
 product; each shard's commit against the commit into a one-shard store; each codec's bytes
-against float32; ingest by two staging workers on the S3 API against one.
+against float32; ingest by two staging workers on the S3 API against one; ingestion's peak
+memory on a large shard against a small one, and its Fisher bytes on many shards against few.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-SECTIONS = ("logging", "scoring", "incrementality", "storage", "workers")
+SECTIONS = ("logging", "scoring", "incrementality", "storage", "workers", "ingest")
 MB = 1e6
 
 
@@ -47,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: CodecConfig's)")
     parser.add_argument("--threads", type=int, help="scoring: cores for the baseline and the scan alike "
                         "(default: 1, the process pinned to one CPU)")
+    parser.add_argument("--shard-examples", type=int, nargs="+", help="ingest: shard sizes whose peak memory "
+                        "is compared (default: 2000 20000)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; medians are reported")
     parser.add_argument("--workdir", help="where temporary stores go (default: the system's temporary directory)")
 
@@ -144,7 +147,24 @@ def render(results: dict) -> str:
                      f"{w['float32_mb']:.0f} MB as float32) staged by worker processes on the S3 API (moto on "
                      f"loopback, {w['cpu_count']} CPUs), then one committer:\n\n"
                      + _table(["workers", "staging s", "commit s", "total s", "speedup vs 1 worker"], rows))
+    if "ingest" in results:
+        parts.append(render_ingest(results["ingest"]))
     return "\n\n".join(parts) + "\n"
+
+
+def render_ingest(r: dict) -> str:
+    sizes, peaks, ratios = r["examples"], r["peak_bytes"], r["peak_ratio_largest_vs_smallest"]
+    label = {"logging": "logging, streamed into a staging group", "commit": "then committing the staged shard",
+             "in_memory": "before: logging held in memory, committed whole"}
+    rows = [[label[name]] + [_mb(peaks[name][str(n)]) for n in sizes] + [_num(ratios[name], "**{:.2f}x**")]
+            for name in peaks]
+    fisher = [[str(f["shards"]), f"{f['rows']:,}", f"{f['totals_bytes']:,}", f"{f['totals_vs_fewest']:.3f}x",
+               f"{f['store_bytes']:,}"] for f in r["fisher"]]
+    return ("**Ingestion memory**: peak RSS MB above the start while one shard of short examples is logged "
+            f"(tiny GPT-2, rows of {r['row_width']:,}), and while it is committed:\n\n"
+            + _table(["path"] + [f"{n:,} examples" for n in sizes] + [f"{sizes[-1]:,} / {sizes[0]:,}"], rows)
+            + "\n\n**Fisher bytes against shard count** (the same rows, one running total):\n\n"
+            + _table(["shards", "rows", "totals/ bytes", "vs fewest shards", "store bytes"], fisher))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -152,6 +172,7 @@ def run(args: argparse.Namespace) -> dict:
     from pydantic import ValidationError
 
     from .bench_codecs import CodecBenchConfig, bench_codecs
+    from .bench_ingest import IngestBenchConfig, bench_ingest
     from .bench_logging import LoggingConfig, bench_logging
     from .bench_scoring import ScoringConfig, bench_incrementality, bench_scoring
 
@@ -188,6 +209,10 @@ def run(args: argparse.Namespace) -> dict:
 
             print("workers ...")
             results["workers"] = bench_workers(WorkersConfig())
+        if "ingest" in args.only:
+            print("ingest ...")
+            results["ingest"] = bench_ingest(IngestBenchConfig(**_given(examples=args.shard_examples and
+                                                                         tuple(args.shard_examples))), workdir)
     args.out.mkdir(parents=True, exist_ok=True)
     markdown = render(results)
     (args.out / "bench.json").write_text(json.dumps(results, indent=1))

@@ -14,6 +14,7 @@ ENV_VAR = "DATAWORTH_STORE_CRASH_AT"
 ROWS_WRITTEN = "rows_written"  # rows, metadata and aggregates written; manifest entry not yet
 MANIFEST_WRITTEN = "manifest_written"  # shards committed; old totals and staging groups not yet removed
 SELF_INFLUENCE_WRITING = "self_influence_writing"  # a snapshot's new self-influence array created, not yet filled
+STAGED_CHUNK_WRITTEN = "staged_chunk_written"  # a logger wrote rows into its staging group; more to come
 CREATED = "created"  # a new store's arrays and groups written; its identity attributes not yet
 
 

@@ -47,7 +47,9 @@ from .manifest import (
 from .rows import RowArrays
 from .schema import TOTALS, RowMetadata, StoreAttributes, check_node_name
 
-BLOCK_BYTES = 64 << 20  # rows written per zarr call: big enough for zarr to write chunks concurrently
+# Rows copied per zarr call: two default chunks, so zarr writes chunks concurrently, and a commit
+# (of a staged shard above all) holds a few chunks in memory however large the shard.
+BLOCK_BYTES = 16 << 20
 
 
 def utc_now() -> str:

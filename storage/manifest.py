@@ -86,7 +86,7 @@ class RowsHasher:
         self._scale = hashlib.sha256()
 
     def update(self, encoded: EncodedRows) -> None:
-        self._codes.update(np.ascontiguousarray(encoded.codes).tobytes())
+        self._codes.update(np.ascontiguousarray(encoded.codes))  # its buffer: no copy of the block
         if encoded.scale is not None:
             self._scale.update(np.ascontiguousarray(encoded.scale, dtype="<f4").tobytes())
 

@@ -29,6 +29,7 @@ from valuation.fisher import FisherPartial
 from .aggregates import Aggregates, ProviderSums, read_aggregates, write_aggregates
 from .codecs import EncodedRows, decode, encode
 from .errors import RowsInvalidError
+from .faults import STAGED_CHUNK_WRITTEN, crash_point
 from .ingest import CommitResult, checked_partial, checked_rows, commit, rows_fisher, utc_now
 from .lock import Fence, no_fence
 from .manifest import read_manifest
@@ -87,6 +88,7 @@ class ShardWriter:
             self._capacity = max(self._written + n, 2 * self._capacity)
             self._arrays.resize(self._capacity)
         self._arrays.write(self._written, encoded.slice(0, n), meta.slice(0, n), self.shard_hash)
+        crash_point(STAGED_CHUNK_WRITTEN)
         self._written += n
         rest = len(encoded) - n
         self._pending = [(encoded.slice(n, n + rest), meta.slice(n, n + rest))] if rest else []
@@ -153,6 +155,14 @@ class StagingArea:
         # started_at goes into the group's first write: the committer judges staleness by it.
         group = root.create_group(path, overwrite=True, attributes={"name": name, "started_at": utc_now()})
         return ShardWriter(group, self.attrs, shard_hash, name)
+
+    def discard(self, shard_hash: str) -> None:
+        """Drop this worker's unfinished group of the shard (a logging that failed); a ready one
+        belongs to the committer now and stays."""
+        path = self._path(shard_hash)
+        root = self.open_root()
+        if path in root and not root[path].attrs.get(READY):
+            del root[path]
 
     def write_shard(
         self,

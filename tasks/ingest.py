@@ -9,17 +9,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from sample import SHARDS_DIR
-from storage import (
-    DuplicateIdsError,
-    GradientStore,
-    ModelMismatchError,
-    RowMetadata,
-    StoreExistsError,
-    StoreNotFoundError,
-)
+from storage import GradientStore, ModelMismatchError, StoreExistsError, StoreNotFoundError
+from storage.sink import ShardSink
 from valuation import ProjectionMismatchError
 from valuation.data import providers_of
-from valuation.pipeline import log_examples
+from valuation.pipeline import iter_logged
+from valuation.sink import LogSession
 
 from .calibration import calibration_sample
 from .failures import fails_in_one_line, is_transient, one_line, retry_if_transient
@@ -158,32 +153,37 @@ def log_and_commit(validated: ValidatedShard, params: IngestParams, store_url: s
     gradient_store = GradientStore.open(store_url)
     if gradient_store.is_committed(ref.sha256):
         return ShardOutcome(ref.name, ref.sha256, "already_committed")
+    examples = validated.examples
+    sink = ShardSink(gradient_store, ref.sha256, name=ref.name, providers=dict(zip(
+        [e.id for e in examples], providers_of(examples))), snippets={e.id: e.display_text for e in examples})
     try:
         loaded = load_for_logging(params.model, params.workspace, gradient_store.spec.config,
                                   gradient_store.projections())
         # Before the compute, not after it: rows of another model would be refused at commit.
         gradient_store.check_compatible(loaded.logra.spec, loaded.fingerprint)
         with loaded.lock:
-            logged = log_examples(
-                loaded.logra, loaded.tokenizer, validated.examples, loaded.logging_options(params.model),
-                fisher=params.fisher, progress=f"log {ref.name}",
-            )
+            # Rows go to the shard's staging group a chunk at a time as they are logged: memory
+            # stays at a few chunks whatever the shard's size.
+            sink.open(LogSession(loaded.logra.spec, loaded.fingerprint, loaded.logra.projections(), params.fisher))
+            for logged in iter_logged(loaded.logra, loaded.tokenizer, examples,
+                                      loaded.logging_options(params.model), fisher=params.fisher,
+                                      progress=f"log {ref.name}"):
+                sink.write(logged)
+            sink.close()
     except Exception as err:
+        sink.discard()  # a killed process leaves its group to the committer's stale sweep instead
         if is_transient(err):
             raise
         raise ShardLoggingError(ref.name, err) from err
-    examples = validated.examples
-    metadata = RowMetadata(logged.ids, providers_of(examples), logged.n_tokens,
-                           snippets=[e.display_text for e in examples])
-    try:
-        result = gradient_store.commit_shard(
-            ref.sha256, logged.rows, metadata, logged.fisher, spec=loaded.logra.spec,
-            model_fingerprint=loaded.fingerprint, name=ref.name, fisher=params.fisher,
-            ids_checked_below=ids_checked_below,
-        )
-    except DuplicateIdsError as err:
+    results = gradient_store.commit_staged([ref.sha256], ids_checked_below=ids_checked_below)
+    if not results:  # another run logging the same content committed it (and dropped this group) first
+        if gradient_store.refresh().is_committed(ref.sha256):
+            return ShardOutcome(ref.name, ref.sha256, "already_committed")
+        raise RuntimeError(f"{ref.name}: its staged rows went before they were committed; run ingest again")
+    result = results[0]
+    if result.status == "refused":
         # Validation will name the lines next run, when it sees the ids committed.
-        logger.warning("%s is deferred: %s", ref.name, err)
-        return ShardOutcome(ref.name, ref.sha256, "deferred", detail=one_line(err))
+        logger.warning("%s is deferred: %s", ref.name, result.reason)
+        return ShardOutcome(ref.name, ref.sha256, "deferred", detail=result.reason)
     logger.info("%s: %s rows [%d, %d)", ref.name, result.status, result.row_start, result.row_stop)
     return ShardOutcome(ref.name, ref.sha256, result.status, result.rows)

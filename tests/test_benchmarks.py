@@ -44,3 +44,17 @@ def test_workers_bench_stages_on_s3_and_commits_every_shard_once():
     results = bench_workers(WorkersConfig(shards=2, shard_rows=8))
     assert [r["workers"] for r in results["runs"]] == [1, 2]
     assert results["runs"][0]["speedup_vs_one"] == 1.0 and results["runs"][1]["speedup_vs_one"] > 0
+
+
+@pytest.mark.slow
+def test_ingest_bench_measures_memory_by_shard_size_and_fisher_bytes_by_shard_count(tmp_path):
+    from benchmarks.bench_ingest import IngestBenchConfig, bench_ingest
+    from benchmarks.run import render_ingest
+
+    results = bench_ingest(IngestBenchConfig(examples=(16, 48), shard_counts=(1, 4), fisher_rows=64, batch=8),
+                           tmp_path)
+    assert set(results["peak_ratio_largest_vs_smallest"]) == {"logging", "commit", "in_memory"}
+    # One running total, whatever the shard count (bytes, not time: deterministic up to compression).
+    assert [f["shards"] for f in results["fisher"]] == [1, 4]
+    assert abs(results["fisher"][1]["totals_vs_fewest"] - 1) < 0.05
+    assert "48 / 16" in render_ingest(results)

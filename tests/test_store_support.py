@@ -83,6 +83,40 @@ def _stage(args: dict) -> None:
         print(store.commit_staged(), flush=True)
 
 
+def logged_batches(seed: int, n: int, batch: int):
+    """make_shard's rows as a logger hands them to a sink, `batch` rows at a time."""
+    import torch
+
+    from valuation.logra import LoggedBatch
+
+    _, rows, meta = make_shard(seed, n)
+    for a in range(0, n, batch):
+        part = torch.from_numpy(rows[a:a + batch])
+        yield LoggedBatch(part, part, torch.zeros(len(part)), meta.example_ids[a:a + batch],
+                          torch.from_numpy(meta.n_tokens[a:a + batch]))
+
+
+def stream_shard(url: str, seed: int, n: int, batch: int, worker_id: str | None = None):
+    """Log make_shard(seed, n) through a ShardSink, as the ingest task does, and commit it."""
+    from storage.sink import ShardSink
+    from valuation.config import FisherConfig
+    from valuation.sink import LogSession
+
+    store = GradientStore.open(url)
+    shard_hash, _, meta = make_shard(seed, n)
+    sink = ShardSink(store, shard_hash, providers=dict(zip(meta.example_ids, meta.providers)),
+                     name=f"seed-{seed}", worker_id=worker_id)
+    sink.open(LogSession(SPEC, MODEL, {}, FisherConfig()))
+    for logged in logged_batches(seed, n, batch):
+        sink.write(logged)
+    sink.close()
+    return store.commit_staged([shard_hash])
+
+
+def _stream(args: dict) -> None:
+    print(stream_shard(args["url"], args["seed"], args["rows"], args["batch"]), flush=True)
+
+
 def _create(args: dict) -> None:
     GradientStore.create(args["url"], SPEC, MODEL, chunk_rows=args.get("chunk_rows", 16))
     print("created", flush=True)
@@ -118,7 +152,8 @@ def _hold_lock(args: dict) -> None:
                 return
 
 
-ACTIONS = {"commit": _commit, "stage": _stage, "create": _create, "derive": _derive, "hold_lock": _hold_lock}
+ACTIONS = {"commit": _commit, "stage": _stage, "stream": _stream, "create": _create, "derive": _derive,
+           "hold_lock": _hold_lock}
 
 if __name__ == "__main__":
     ACTIONS[sys.argv[1]](json.loads(sys.argv[2]))

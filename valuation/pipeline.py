@@ -1,12 +1,13 @@
 """Log LoGra gradients for a list of examples: tokenise, batch, forward/backward, collect.
 
-Used for training shards (rows + Fisher partial sums) and for queries (rows only).
+Used for training shards (rows + Fisher partial sums, streamed batch by batch into a sink) and
+for queries (rows only, in memory).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,9 +15,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import FisherConfig, ProjectionConfig
-from .data import Example, batches, encode_example, to_device
+from .data import Example, batches, collate, encode_example, to_device
 from .fisher import FisherPartial
-from .logra import LoGra, Projections, pca_projections
+from .logra import LoggedBatch, LoGra, Projections, pca_projections
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,33 @@ def autocast_dtype_for(device: torch.device, precision: str = "auto") -> torch.d
     return torch.float16
 
 
+def iter_logged(
+    logra: LoGra,
+    tokenizer,
+    examples: Sequence[Example],
+    options: LoggingOptions = LoggingOptions(),
+    *,
+    fisher: FisherConfig | None = None,
+    progress: str | None = None,
+) -> Iterator[LoggedBatch]:
+    """Each batch's projected gradients, in input order, as it is logged: a consumer that hands
+    them on (a RowSink) holds one batch, whatever the number of examples. Examples are
+    tokenised a batch at a time for the same reason."""
+    if options.batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {options.batch_size}")
+    device = logra.bottlenecks[0].device
+    bar = tqdm(total=len(examples), desc=progress, unit="ex", disable=progress is None, leave=False)
+    try:
+        for start in range(0, len(examples), options.batch_size):
+            encoded = [encode_example(tokenizer, ex, options.max_length)
+                       for ex in examples[start:start + options.batch_size]]
+            batch = collate(encoded, tokenizer.pad_token_id)
+            yield logra.log_batch(to_device(batch, device), fisher=fisher, autocast_dtype=options.autocast_dtype)
+            bar.update(len(encoded))
+    finally:
+        bar.close()
+
+
 def log_examples(
     logra: LoGra,
     tokenizer,
@@ -61,24 +89,20 @@ def log_examples(
     fisher: FisherConfig | None = None,
     progress: str | None = None,
 ) -> LoggedExamples:
-    """Projected gradients of every example, in input order, with their Fisher partial sums."""
-    device = logra.bottlenecks[0].device
-    autocast_dtype = options.autocast_dtype
-    encoded = [encode_example(tokenizer, ex, options.max_length) for ex in examples]
+    """Projected gradients of every example, in input order, with their Fisher partial sums, in
+    memory (queries, stability); training shards stream through `iter_logged` into a sink."""
     partial = FisherPartial.zeros(logra.layout)
+    ids: list[str] = []
     rows, tokens, losses = [], [], []
-    bar = tqdm(total=len(encoded), desc=progress, unit="ex", disable=progress is None, leave=False)
-    for batch in batches(encoded, options.batch_size, tokenizer.pad_token_id):
-        logged = logra.log_batch(to_device(batch, device), fisher=fisher, autocast_dtype=autocast_dtype)
+    for logged in iter_logged(logra, tokenizer, examples, options, fisher=fisher, progress=progress):
         partial.update(logged.fisher_rows)
+        ids += logged.ids or []
         rows.append(logged.rows.float().cpu().numpy())
         tokens.append(logged.n_tokens.cpu().numpy())
         losses.append(logged.losses.float().cpu().numpy())
-        bar.update(len(batch["example_ids"]))
-    bar.close()
     k = logra.layout.total
     return LoggedExamples(
-        ids=[e.id for e in encoded],
+        ids=ids,
         rows=np.concatenate(rows) if rows else np.zeros((0, k), np.float32),
         fisher=partial,
         n_tokens=np.concatenate(tokens) if tokens else np.zeros(0, np.int64),
