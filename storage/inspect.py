@@ -91,6 +91,12 @@ def _bytes(n: float | None) -> str:
     return f"{n / 1000:,.1f} GB"
 
 
+def _byte_codec(codec: dict) -> str:
+    if codec["cname"] == "none":
+        return "CRC32C (no Blosc)"
+    return f"blosc-{codec['cname']}/{codec['shuffle']} level {codec['clevel']} + CRC32C"
+
+
 def format_info(info: dict[str, Any]) -> str:
     """store_info's dict as a few lines for a terminal."""
     size, codec, proj = info["bytes"], info["codec"], info["projection"]
@@ -107,8 +113,7 @@ def format_info(info: dict[str, Any]) -> str:
         f"model      {info['model']['fingerprint']} ({info['model']['architecture']})",
         f"projection {proj['fingerprint']}: {proj['modules']} modules, width {proj['width']}, "
         f"rank {proj['rank_out']}x{proj['rank_in']}, {proj['init']} init, seed {proj['seed']}",
-        f"codec      {codec['precision']} + blosc-{codec['cname']}/{codec['shuffle']} level {codec['clevel']}, "
-        f"{info['chunk_rows']:,} rows per chunk",
+        f"codec      {codec['precision']} + {_byte_codec(codec)}, {info['chunk_rows']:,} rows per chunk",
         f"rows       {rows}",
         f"size       {sizes}",
         f"providers  {len(info['providers'])}",

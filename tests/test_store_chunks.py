@@ -97,3 +97,17 @@ def test_a_chunk_cut_short_fails_the_scan(tmp_path):
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(StoreError, match="CRC32C"):
         store.committed_rows().reader()(0, CHUNK)
+
+
+def test_a_blosc_store_of_the_old_default_stays_readable_and_keeps_its_codec(tmp_path):
+    """Stores made before rows were stored without Blosc (zstd was the default) read as before, and
+    rows committed later through a default codec still go through their own Blosc."""
+    url = str(tmp_path / "s.zarr")
+    old = build(url, CodecConfig(cname="zstd"))
+    shard_hash, rows, meta = make_shard(1, 24)
+    store = GradientStore.open_or_create(url, SPEC, MODEL, CodecConfig())
+    store.commit_shard(shard_hash, rows, meta, spec=SPEC, model_fingerprint=MODEL)
+    assert store.codec.cname == "zstd" and chunk_layout(store.committed_rows().arrays.rows).compressed
+    assert_same(chunks_read(store), zarr_read(store))
+    np.testing.assert_array_equal(store.read_rows(0, 40), old.read_rows())
+    assert not chunk_layout(build(str(tmp_path / "new.zarr"), CodecConfig()).committed_rows().arrays.rows).compressed
