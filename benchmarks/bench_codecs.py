@@ -31,9 +31,11 @@ def bench_codecs(config: CodecBenchConfig, workdir: Path) -> list[dict]:
     fisher = FisherPartial.zeros(spec.layout).update(torch.from_numpy(rows)).snapshot(0.1)
     queries = PreconditionedQueries.build(torch.from_numpy(query_rows), fisher)
     reference = scores(queries, rows, fisher)
+    # Every precision under the default byte codec, and bfloat16 also under Blosc-zstd (the former default).
+    codecs = [(p, None) for p in PRECISIONS] + [("bfloat16", "zstd")]
     results = [
-        bench_codec(p, rows, tokens, spec, fingerprint, queries, fisher, reference, workdir, config.repeats)
-        for p in PRECISIONS
+        bench_codec(p, rows, tokens, spec, fingerprint, queries, fisher, reference, workdir, config.repeats, cname)
+        for p, cname in codecs
     ]
-    float32 = next(r["bytes_per_row"] for r in results if r["precision"] == "float32")
+    float32 = next(r["bytes_per_row"] for r in results if r["precision"] == "float32" and r["cname"] == "none")
     return [{**r, "vs_float32_store": r["bytes_per_row"] / float32} for r in results]

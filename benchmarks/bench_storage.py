@@ -89,18 +89,21 @@ def best_of(repeats: int, action, warm_up: bool = False) -> float:
 
 
 def bench_codec(
-    precision: str, rows, tokens, spec, fingerprint, queries, fisher, reference, workdir: Path, repeats: int
+    precision: str, rows, tokens, spec, fingerprint, queries, fisher, reference, workdir: Path, repeats: int,
+    cname: str | None = None,
 ) -> dict:
+    """One codec: `precision`, with CodecConfig's byte codec or the Blosc compressor `cname`."""
+    codec = CodecConfig(precision=precision, **({} if cname is None else {"cname": cname}))
     meta = RowMetadata([f"ex{i}" for i in range(len(rows))], [f"p{i % 6}" for i in range(len(rows))], tokens)
     partials = [
         FisherPartial.zeros(spec.layout).update(torch.from_numpy(rows[s:s + SHARD_ROWS]))
         for s in range(0, len(rows), SHARD_ROWS)
     ]
-    url = workdir / f"{precision}.zarr"
+    url = workdir / f"{precision}-{codec.cname}.zarr"
 
     def write() -> None:
         shutil.rmtree(url, ignore_errors=True)
-        store = GradientStore.create(str(url), spec, fingerprint, CodecConfig(precision=precision))
+        store = GradientStore.create(str(url), spec, fingerprint, codec)
         for i, start in enumerate(range(0, len(rows), SHARD_ROWS)):
             stop = start + SHARD_ROWS
             store.commit_shard(f"shard{i}", rows[start:stop], meta.slice(start, stop), partials[i],
@@ -117,6 +120,7 @@ def bench_codec(
     megabytes = rows.nbytes / 1e6
     result = {
         "precision": precision,
+        "cname": codec.cname,
         "bytes_per_row": row_bytes / len(rows),
         "ratio_vs_raw_float32": rows.nbytes / row_bytes,
         "write_mb_s": megabytes / write_s,

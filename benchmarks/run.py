@@ -134,9 +134,9 @@ def render(results: dict) -> str:
                      "(median over fresh stores):\n\n"
                      + _table(["shards already stored", "commit seconds", "vs one shard stored"], rows))
     if "storage" in results:
-        rows = [[r["precision"], f"{r['bytes_per_row']:,.0f}", f"{r['vs_float32_store']:.3f}",
+        rows = [[f"{r['precision']} + {r['cname']}", f"{r['bytes_per_row']:,.0f}", f"{r['vs_float32_store']:.3f}",
                  f"{r['dot_spearman_mean']:.5f}", f"{r['relatif_top10_recall']:.3f}"] for r in results["storage"]]
-        parts.append("**Storage** per training example (LoGra rows of width 2,048, Blosc behind each precision):\n\n"
+        parts.append("**Storage** per training example (LoGra rows of width 2,048; precision + byte codec):\n\n"
                      + _table(["codec", "bytes/example", "vs float32 store", "score Spearman vs float32 (dot)",
                                "top-10 recall (relatif)"], rows))
     if "workers" in results:
