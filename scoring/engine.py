@@ -56,8 +56,8 @@ class ScanOptions:
 
     top_k: int = 10
     task_rows: int = TASK_ROWS  # rows per task, in whole chunks: each task starts its lists empty
-    tile_rows: int = 1024  # rows per matrix product
-    query_batch: int = 256  # queries per matrix product: a tile's scores stay in cache
+    tile_rows: int = 1024  # rows per matrix product: a widened tile (4 MiB at width 1,024) serves every query batch
+    query_batch: int = 256  # queries per matrix product; a block holds SCORE_BYTES of scores over all batches
     scheduler: str | None = "threads"  # a Dask scheduler name; None: the active distributed client
     device: str = "cpu"  # where the tiles are multiplied ("cuda": the matmuls on a GPU, selection on CPU)
 
