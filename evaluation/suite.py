@@ -35,7 +35,7 @@ class SuitePlan:
     checks: EvalConfig  # default sizes: a few minutes to tens of minutes on two CPU cores
     fishers: tuple[tuple[FisherChoice, int], ...] = (("empirical", 1), ("true", 1))  # (estimator, samples) of the grid
     peers: tuple[Gradients, ...] = ()  # kronfluence and lexical peers, where the task has what they need
-    recommended_fisher: tuple[FisherChoice, int] | None = None  # None: the shipped FisherConfig()'s
+    classifier: bool = False  # what the shipped FisherConfig()'s "auto" resolves for: exact, else sampled labels
 
 
 SHIPPED = ProjectionConfig()
@@ -58,11 +58,11 @@ PLANS = {
                                               "lopo": LOPOConfig(retrains=1)}),
         fishers=(("empirical", 1), ("true", 1), ("true", 8), ("exact", 1)),
         peers=("ekfac",),
-        recommended_fisher=("exact", 1),
+        classifier=True,
     ),
     # MLP 10-16-4 on synthetic Gaussians (tests): rank 4 keeps 32 of 224 weights.
     "classification": SuitePlan(
-        base_rank=4, ranks=(2, 4, 8, 16),
+        base_rank=4, ranks=(2, 4, 8, 16), classifier=True,
         checks=EvalConfig(lds=LDSConfig(subsets=48, retrains=2), lopo=LOPOConfig(retrains=2),
                           brittleness=BrittlenessConfig(top_k=10, queries=8, retrains=2)),
     ),
@@ -87,10 +87,11 @@ def previous_flow_method(plan: SuitePlan) -> Method:
 
 
 def recommended_method(plan: SuitePlan) -> Method:
-    """The shipped defaults (valuation.config), at the task's base rank; a classifier task uses
-    the exact Fisher, which docs/evaluation.md recommends for classifiers."""
-    fisher = FisherConfig()
-    estimator, samples = plan.recommended_fisher or (fisher.estimator, fisher.samples)
+    """The shipped defaults (valuation.config), at the task's base rank: FisherConfig()'s "auto" is
+    the exact Fisher on a classifier task, sampled labels on a language model."""
+    fisher = FisherConfig().resolved(classifier=plan.classifier)
+    estimator: FisherChoice = "exact" if fisher.estimator == "exact" else "true"
+    samples = fisher.samples if estimator == "true" else 1
     return Method(rank=plan.base_rank, init=SHIPPED.init, fisher=estimator, samples=samples,
                   damping=fisher.damping, mode=DEFAULT_MODE)
 

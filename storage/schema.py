@@ -104,6 +104,9 @@ def fisher_identity(config: FisherConfig | dict[str, Any] | None) -> dict[str, A
     field existed and gets its value of that time (LEGACY_FISHER_FIELDS), never today's default."""
     if isinstance(config, FisherConfig):
         identity = config.model_dump(mode="json", exclude={"damping"})
+        if identity["estimator"] == "auto":  # what it stands for depends on the objective
+            raise ValueError("Fisher estimator 'auto' must be resolved for the model's objective before its sums "
+                             "are stored: FisherConfig.resolved(classifier=...)")
     else:
         defaults = FisherConfig().model_dump(mode="json", exclude={"damping"})
         identity = {**defaults, **LEGACY_FISHER_FIELDS, **(config or {})}

@@ -18,7 +18,7 @@ from valuation.sink import LogSession
 
 from .calibration import calibration_sample
 from .failures import fails_in_one_line, is_transient, one_line, retry_if_transient
-from .models import fit_pca, load_for_logging
+from .models import fit_pca, lm_fisher, load_for_logging
 from .params import IngestParams
 from .planning import ShardOutcome
 from .shards import (
@@ -122,7 +122,7 @@ def prepare_store(params: IngestParams, shards: list[ValidatedShard]) -> str:
         loaded = load_for_logging(params.model, params.workspace, params.projection, projections)
         try:
             store = GradientStore.create(params.workspace.store_url, loaded.logra.spec, loaded.fingerprint,
-                                         projections=projections, fisher=params.fisher,
+                                         projections=projections, fisher=lm_fisher(params.fisher),
                                          calibration=record.model_dump() if record else None)
         except StoreExistsError:  # another run created it meanwhile: its projection rules
             store = GradientStore.open(params.workspace.store_url)
@@ -164,9 +164,10 @@ def log_and_commit(validated: ValidatedShard, params: IngestParams, store_url: s
         with loaded.lock:
             # Rows go to the shard's staging group a chunk at a time as they are logged: memory
             # stays at a few chunks whatever the shard's size.
-            sink.open(LogSession(loaded.logra.spec, loaded.fingerprint, loaded.logra.projections(), params.fisher))
+            fisher = lm_fisher(params.fisher)
+            sink.open(LogSession(loaded.logra.spec, loaded.fingerprint, loaded.logra.projections(), fisher))
             for logged in iter_logged(loaded.logra, loaded.tokenizer, examples,
-                                      loaded.logging_options(params.model), fisher=params.fisher,
+                                      loaded.logging_options(params.model), fisher=fisher,
                                       progress=f"log {ref.name}"):
                 sink.write(logged)
             sink.close()

@@ -13,7 +13,7 @@ from prefect.exceptions import MissingContextError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from sample.model import prepare_sample_model
-from valuation import LoGra, ProjectionConfig
+from valuation import FisherConfig, LoGra, ProjectionConfig
 from valuation.data import Example
 from valuation.fingerprint import model_fingerprint
 from valuation.pipeline import LoggingOptions, autocast_dtype_for, resolve_device
@@ -118,13 +118,19 @@ def model_path(params: ModelParams, workspace: Workspace) -> str:
     return str(path.resolve()) if path.exists() else params.name_or_path
 
 
+def lm_fisher(fisher: FisherConfig) -> FisherConfig:
+    """The flows value causal language models: "auto" is the sampled-label Fisher for them."""
+    return fisher.resolved(classifier=False)
+
+
 def fit_pca(params: IngestParams, examples: list[Example]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """PCA projections of `params.projection` from the KFAC factors of `examples`, on a fresh copy
     of the model (the cached one may carry add-ons already)."""
     model, tokenizer = load_model(model_path(params.model, params.workspace))
     model = model.to(resolve_device(params.model.device)).eval()
     options = LoggingOptions(params.model.batch_size, fitted_max_length(params.model.max_length, model, tokenizer))
-    return dict(pca_from_examples(model, tokenizer, examples, params.projection, options, fisher=params.fisher))
+    return dict(pca_from_examples(model, tokenizer, examples, params.projection, options,
+                                  fisher=lm_fisher(params.fisher)))
 
 
 def load_for_logging(

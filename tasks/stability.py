@@ -22,7 +22,7 @@ from valuation.pipeline import LoggingOptions, autocast_dtype_for, resolve_devic
 
 from .failures import fails_in_one_line
 from .ingest import open_store
-from .models import fitted_max_length, load_model, model_path
+from .models import fitted_max_length, lm_fisher, load_model, model_path
 from .params import NightlyParams
 from .shards import discover_shards, validate_shard
 
@@ -89,7 +89,7 @@ def measure_stability(params: NightlyParams, variants: Sequence[int], *, snapsho
                              autocast_dtype_for(device, params.model.precision))
     stability = credit_stability(
         model, tokenizer, examples, queries, projection=params.projection, variants=variants,
-        fisher=params.fisher, mode=params.mode, options=options, snapshot=snapshot,
+        fisher=lm_fisher(params.fisher), mode=params.mode, options=options, snapshot=snapshot,
     )
     key = stability_key(params.projection, model_fingerprint(model)["fingerprint"], params.mode)
     path = params.workspace.stability

@@ -71,3 +71,34 @@ def test_exact_fisher_needs_a_classifier():
     with pytest.raises(ValueError, match="exact Fisher needs an objective with a class_losses"):
         logra.log_batch(lm_batch([5, 4]), CausalLMObjective(), fisher=FisherConfig(estimator="exact"))
     logra.remove()
+
+
+def test_the_default_estimator_is_exact_for_a_classifier_and_sampled_labels_for_a_language_model():
+    assert FisherConfig().estimator == "auto"
+    assert FisherConfig().resolved(classifier=True).estimator == "exact"
+    assert FisherConfig().resolved(classifier=False) == FisherConfig(estimator="true", samples=4)
+    model, batch = classifier_and_batch()
+    with LoGra(model, ProjectionConfig(init="random", rank_in=3, rank_out=2)) as logra:
+        auto = logra.log_batch(batch, ClassificationObjective())
+        exact = logra.log_batch(batch, ClassificationObjective(), fisher=FisherConfig(estimator="exact"))
+    torch.testing.assert_close(auto.fisher_rows, exact.fisher_rows, rtol=0, atol=0)
+    batch = lm_batch([5, 3])
+    with LoGra(tiny_gpt2(), ProjectionConfig(init="random", rank_in=2, rank_out=2)) as logra:
+        auto = logra.log_batch(batch)
+        sampled = logra.log_batch(batch, fisher=FisherConfig(estimator="true", samples=4))
+    torch.testing.assert_close(auto.fisher_rows, sampled.fisher_rows, rtol=0, atol=0)
+
+
+def test_a_store_records_the_estimator_auto_stood_for(tmp_path):
+    from storage import GradientStore
+    from storage.schema import fisher_identity
+    from storage.sink import StoreSink
+    from valuation import log_into_sink
+
+    with pytest.raises(ValueError, match="'auto' must be resolved for the model's objective"):
+        fisher_identity(FisherConfig())
+    model, batch = classifier_and_batch()
+    url = str(tmp_path / "store.zarr")
+    log_into_sink(model, [batch], StoreSink(url, providers="acme"), ProjectionConfig(rank_in=3, rank_out=2),
+                  objective=ClassificationObjective())
+    assert GradientStore.open(url).attributes.fisher == {"estimator": "exact"}

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 InitMethod = Literal["random", "pca"]
-FisherEstimator = Literal["empirical", "true", "exact"]
+FisherEstimator = Literal["auto", "empirical", "true", "exact"]
 InfluenceMode = Literal["dot", "cosine", "relatif"]
 # The mode reports use unless told otherwise (docs/evaluation.md: the one whose provider sums
 # estimate the effect of removing the provider, and the best on the real tasks).
@@ -60,10 +60,13 @@ class FisherConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # Defaults from docs/evaluation.md (real text and a real classifier): four sampled labels
-    # beat one and the empirical Fisher on both; classifiers do better still with "exact".
+    # beat one and the empirical Fisher on both; a classifier does better still with "exact"
+    # (above kronfluence's EK-FAC), which costs one backward pass per class: cheap for a few
+    # classes, a vocabulary's worth for a language model. "auto" picks between the two.
     estimator: FisherEstimator = Field(
-        default="true",
-        description="empirical: gradients of the training loss; true: labels sampled from the model; "
+        default="auto",
+        description="auto: exact for classifiers (objectives with class_losses), true for language models; "
+        "empirical: gradients of the training loss; true: `samples` labels sampled from the model; "
         "exact: the expectation over every class (classifiers only: one backward pass per class)",
     )
     samples: int = Field(
@@ -72,3 +75,10 @@ class FisherConfig(BaseModel):
     )
     damping: float = Field(default=0.1, ge=0.0, description="alpha in lambda = alpha * mean eigenvalue")
     sample_seed: int = Field(default=0, description="seed of the sampled labels (true Fisher)")
+
+    def resolved(self, classifier: bool) -> FisherConfig:
+        """This config with "auto" replaced by what it stands for: "exact" for a classifier, "true"
+        (sampled labels) otherwise. Stores and reports record the resolved estimator."""
+        if self.estimator != "auto":
+            return self
+        return self.model_copy(update={"estimator": "exact" if classifier else "true"})

@@ -14,7 +14,7 @@ from torch import nn
 
 from .config import FisherConfig
 from .layers import tracked_class
-from .objectives import Batch, Objective, fisher_losses
+from .objectives import Batch, Objective, fisher_losses, resolve_fisher
 
 
 def kfac_covariances(
@@ -66,7 +66,7 @@ def kfac_covariances(
             mask = objective.attention_mask(batch)
             state["mask"] = mask
             outputs = objective.forward(model, batch)
-            if fisher is None or fisher.estimator == "empirical":
+            if fisher is None or resolve_fisher(fisher, objective).estimator == "empirical":
                 torch.autograd.grad(objective.losses(outputs, batch).sum(), weights, allow_unused=True)
             else:
                 ids: Sequence[str] = batch.get("example_ids") or [str(i) for i in range(outputs.shape[0])]

@@ -29,7 +29,7 @@ from .errors import BatchMeanLossWarning
 from .kfac import kfac_covariances
 from .layers import inject_adapters, remove_adapters, tracked_class
 from .layout import GradientLayout, ModuleSpec
-from .objectives import Batch, CausalLMObjective, Objective, fisher_losses
+from .objectives import Batch, CausalLMObjective, Objective, fisher_losses, resolve_fisher
 from .projection import pca_projection, random_projection
 from .recorder import GradientRecorder, RecordedRows
 from .spec import ProjectionSpec, matrices_digest
@@ -194,7 +194,7 @@ class LoGra:
         rows are unscaled before returning.
         """
         objective = objective or CausalLMObjective()
-        fisher = fisher or FisherConfig()
+        fisher = resolve_fisher(fisher, objective)
         if loss_scale is None:
             loss_scale = FLOAT16_LOSS_SCALE if autocast_dtype == torch.float16 else 1.0
         named = ids if ids is not None else batch.get("example_ids")

@@ -115,6 +115,12 @@ class ClassificationObjective:
         return -log_probs, log_probs.detach().exp()
 
 
+def resolve_fisher(fisher: FisherConfig | None, objective: Objective) -> FisherConfig:
+    """`fisher` (default FisherConfig()) with "auto" resolved for `objective`: the exact
+    expectation for a classifier (it has class_losses), sampled labels otherwise."""
+    return (fisher or FisherConfig()).resolved(classifier=hasattr(objective, "class_losses"))
+
+
 def fisher_losses(
     objective: Objective, outputs: torch.Tensor, batch: Batch, fisher: FisherConfig, example_ids: Sequence[str]
 ) -> list[torch.Tensor]:
@@ -125,7 +131,9 @@ def fisher_losses(
     tied to each example id (so batching does not change the draws). exact: every class c
     weighted sqrt(p_c), i.e. E_{y~p}[g_y g_y^T] without sampling noise; on a well-fit classifier
     one sampled label is almost always the data label, and the rare other draw dominates the sum.
+    auto: whichever of the two `resolve_fisher` picks for the objective.
     """
+    fisher = resolve_fisher(fisher, objective)
     if fisher.estimator == "true":
         gens = [example_generator(fisher.sample_seed, n, outputs.device) for n in example_ids]
         scale = 1.0 / math.sqrt(fisher.samples)

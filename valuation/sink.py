@@ -23,7 +23,7 @@ from .data import to_device
 from .fingerprint import model_fingerprint
 from .fisher import FisherPartial
 from .logra import LoggedBatch, LoGra
-from .objectives import Batch, CausalLMObjective, Objective
+from .objectives import Batch, CausalLMObjective, Objective, resolve_fisher
 from .spec import ProjectionSpec
 
 Projections = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
@@ -99,8 +99,8 @@ def log_into_sink(
     stays: a StoreSink re-run adds the rest). PCA init fits its projections on `batches` first
     (one more pass). Batches carry `example_ids`. Returns the removed LoGra (`spec`, `layout`)."""
     config = config or ProjectionConfig()
-    fisher = fisher or FisherConfig()
     objective = objective or CausalLMObjective()
+    fisher = resolve_fisher(fisher, objective)  # the store records the estimator "auto" stood for
     was_training = model.training
     model.eval()  # dropout off: a row is the gradient of the model as it predicts
     fingerprint = model_fingerprint(model)
