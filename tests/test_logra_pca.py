@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from valuation import ClassificationObjective, LoGra, ProjectionConfig
+from valuation import CausalLMObjective, ClassificationObjective, LoGra, ProjectionConfig
 from valuation.kfac import kfac_covariances
 from valuation.targets import select_modules
 
@@ -75,3 +75,34 @@ def test_full_rank_pca_of_a_convolution_keeps_gradient_norms():
         (g,) = torch.autograd.grad(objective.losses(model(one["inputs"]), one).sum(), [model.conv1.weight])
         norms.append(g.norm())
     torch.testing.assert_close(rows.norm(dim=1), torch.stack(norms), rtol=1e-10, atol=1e-12)
+
+
+def test_a_sketched_factor_gives_the_dense_top_eigenvectors_when_its_rank_fits_the_sketch():
+    from valuation.projection import pca_projection, sketched_pca_projection
+
+    gen = torch.Generator().manual_seed(3)
+    basis = torch.linalg.qr(torch.randn(300, 12, generator=gen, dtype=torch.float64))[0]
+    cov = basis @ torch.diag(torch.linspace(10.0, 1.0, 12, dtype=torch.float64)) @ basis.T  # rank 12
+    omega = torch.randn(300, 20, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(sketched_pca_projection(omega, cov @ omega, 5), pca_projection(cov, 5),
+                               rtol=0, atol=1e-8)
+
+
+def test_an_lm_head_wider_than_the_dense_limit_is_sketched_never_built(monkeypatch):
+    """The vocabulary side of an LM head: d_out x d_out is never allocated; with fewer tokens than
+    sketch columns the factor's rank fits the sketch and the projection is the dense one."""
+    from valuation import kfac
+    from valuation.logra import pca_projections
+
+    from .models import lm_batch, tiny_gpt2
+
+    model, batch = tiny_gpt2(), lm_batch([5, 3])  # 6 predicted tokens: rank <= 6 < 4 + 16 columns
+    config = ProjectionConfig(modules=["lm_head"], exclude=[], rank_in=4, rank_out=4)
+    dense = pca_projections(model, config, [batch])
+    monkeypatch.setattr(kfac, "DENSE_FACTOR_MAX", 16)  # the head's 48 outputs are now "too wide"
+    covs = kfac.kfac_covariances(model, select_modules(model, config), [batch], CausalLMObjective(),
+                                 ranks_out={"lm_head": 4})
+    assert isinstance(covs["lm_head"][1], kfac.FactorSketch) and covs["lm_head"][1].y.shape == (48, 20)
+    sketched = pca_projections(model, config, [batch])
+    torch.testing.assert_close(sketched["lm_head"][1], dense["lm_head"][1], rtol=0, atol=1e-8)
+    torch.testing.assert_close(sketched["lm_head"][0], dense["lm_head"][0], rtol=0, atol=0)

@@ -2,11 +2,17 @@
 
 Used to initialise LoGra projections with PCA: the top eigenvectors keep the directions of
 largest curvature, which damping would otherwise only soften (the paper's Lemma 1).
+
+An output side wider than DENSE_FACTOR_MAX (an LM head's: the vocabulary) is never built: S of a
+50,257-token head would be 20 GB. It is kept as a sketch Y = S Omega with a Gaussian Omega of
+k_out + SKETCH_OVERSAMPLE columns (d x m numbers, accumulated as g^T (g Omega)), from which
+`projection.pca_projection` takes the top eigenvectors (a single-pass Nystrom approximation).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -15,6 +21,27 @@ from torch import nn
 from .config import FisherConfig
 from .layers import tracked_class
 from .objectives import Batch, Objective, fisher_losses, resolve_fisher
+from .projection import seeded_generator
+
+DENSE_FACTOR_MAX = 8192  # a wider output factor is sketched: 8,192^2 float64 is 0.5 GB
+SKETCH_OVERSAMPLE = 16  # sketch columns beyond k_out: the top-k subspace converges with a few extra
+
+
+@dataclass
+class FactorSketch:
+    """Y = S Omega of a factor S too wide to hold; divided by the token count like the dense ones."""
+
+    omega: torch.Tensor  # d x m, Gaussian, seeded by the module's name
+    y: torch.Tensor  # d x m
+
+    def __truediv__(self, count: int) -> FactorSketch:
+        return FactorSketch(self.omega, self.y / count)
+
+
+def _sketch(name: str, d: int, k: int) -> FactorSketch:
+    m = min(d, k + SKETCH_OVERSAMPLE)
+    omega = torch.randn(d, m, generator=seeded_generator(0, name, "sketch"), dtype=torch.float64)
+    return FactorSketch(omega, torch.zeros(d, m, dtype=torch.float64))
 
 
 def kfac_covariances(
@@ -23,17 +50,23 @@ def kfac_covariances(
     batches: Iterable[Batch],
     objective: Objective,
     fisher: FisherConfig | None = None,
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    ranks_out: Mapping[str, int] | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor | FactorSketch]]:
     """(A, S) per module in float64, averaged over unmasked tokens.
 
     A is d_in x d_in, or its diagonal (a vector) where it is diagonal by construction (an
     embedding's one-hot inputs). S uses the labels of `fisher`'s estimator (sampled from the
-    model, or every class; the data's when None or empirical).
+    model, or every class; the data's when None or empirical); wider than DENSE_FACTOR_MAX it is
+    a FactorSketch good for the top `ranks_out[name]` eigenvectors (default 64).
     """
     kinds = {n: tracked_class(m) for n, m in targets.items()}
     dims = {n: kinds[n].dims(m) for n, m in targets.items()}
     moments: dict[str, torch.Tensor] = {}  # A sums: matrix or diagonal, whichever the kind makes
-    out_sums = {n: torch.zeros(d_out, d_out, dtype=torch.float64) for n, (_, d_out) in dims.items()}
+    out_sums: dict[str, torch.Tensor | FactorSketch] = {
+        n: _sketch(n, d_out, (ranks_out or {}).get(n, 64)) if d_out > DENSE_FACTOR_MAX
+        else torch.zeros(d_out, d_out, dtype=torch.float64)
+        for n, (_, d_out) in dims.items()
+    }
     tokens = 0
     state: dict[str, torch.Tensor | None] = {"mask": None}
 
@@ -48,7 +81,11 @@ def kfac_covariances(
     def add_output_grad(name: str, grad: torch.Tensor) -> None:
         g = unmasked(kinds[name].from_output(grad))
         g = g.reshape(-1, g.shape[-1]).to(torch.float64)
-        out_sums[name] += g.T @ g
+        total = out_sums[name]
+        if isinstance(total, FactorSketch):
+            total.y += g.T @ (g @ total.omega)
+        else:
+            total += g.T @ g
 
     def on_forward(name: str, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         rows = unmasked(kinds[name].kfac_inputs(module, inputs[0]))

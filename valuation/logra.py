@@ -26,11 +26,11 @@ from torch import nn
 
 from .config import FisherConfig, ProjectionConfig
 from .errors import BatchMeanLossWarning
-from .kfac import kfac_covariances
+from .kfac import FactorSketch, kfac_covariances
 from .layers import inject_adapters, remove_adapters, tracked_class
 from .layout import GradientLayout, ModuleSpec
 from .objectives import Batch, CausalLMObjective, Objective, fisher_losses, resolve_fisher
-from .projection import pca_projection, random_projection
+from .projection import pca_projection, random_projection, sketched_pca_projection
 from .recorder import GradientRecorder, RecordedRows
 from .spec import ProjectionSpec, matrices_digest
 from .targets import module_dims, select_modules
@@ -103,11 +103,15 @@ def pca_projections(
     """
     targets = select_modules(model, config)
     layout = _layout(targets, config)
-    covs = kfac_covariances(model, targets, batches, objective or CausalLMObjective(), fisher)
-    return {
-        m.name: (pca_projection(covs[m.name][0], m.k_in), pca_projection(covs[m.name][1], m.k_out))
-        for m in layout.modules
-    }
+    ranks_out = {m.name: m.k_out for m in layout.modules}
+    covs = kfac_covariances(model, targets, batches, objective or CausalLMObjective(), fisher, ranks_out)
+
+    def top(factor: torch.Tensor | FactorSketch, k: int) -> torch.Tensor:
+        if isinstance(factor, FactorSketch):  # an LM head's vocabulary side
+            return sketched_pca_projection(factor.omega, factor.y, k)
+        return pca_projection(factor, k)
+
+    return {m.name: (top(covs[m.name][0], m.k_in), top(covs[m.name][1], m.k_out)) for m in layout.modules}
 
 
 class LoGra:
