@@ -1,4 +1,8 @@
-"""The `ingest` flow: every new shard in the landing location is logged and committed once."""
+"""The `ingest` flow: every new shard in the landing location is logged and committed once.
+
+Logging fans out, one task per shard, each writing a staging group of its own; then one
+committer task publishes the staged shards in the night's order (docs/operations.md, several
+machines)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from prefect.futures import wait
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.ingest import discover, log_and_commit, open_store, prepare_store, quarantine_shard, validate
+from tasks.ingest import commit_shards, discover, log_shard, open_store, prepare_store, quarantine_shard, validate
 from tasks.params import IngestParams
 from tasks.planning import IngestSummary, ShardOutcome, defer_clashes, plan_night
 from tasks.shards import Skipped, quarantined_hashes
@@ -53,21 +57,32 @@ def ingest(params: IngestParams = IngestParams()) -> State:
     summary.outcomes += deferred
 
     futures = [quarantine_shard.submit(v, params) for v in bad]
+    logging = []
     if good:
         prepared = prepare_store(params, good, return_state=True)
         if prepared.is_failed():
             return Failed(message=f"{prepared.message}; nothing was committed", data=summary)
         store_url = prepared.result()
-        # One model copy per device; shards round-robin over them and log in parallel, while the
-        # store's lock lets one commit through at a time.
+        # Fan out: one logging task per shard, each into a staging group of its own (one model copy
+        # per device, shards round-robin over them), so loggers share nothing and may run anywhere.
         devices = params.model.devices or [params.model.device]
         for i, v in enumerate(good):
             on_device = params.model.model_copy(update={"device": devices[i % len(devices)]})
-            futures.append(log_and_commit.submit(v, params.model_copy(update={"model": on_device}), store_url,
-                                                 store.n_rows if store else 0))
-    wait(futures)
-    failures = [f for f in futures if f.state.is_failed()]
+            logging.append(log_shard.submit(v, params.model_copy(update={"model": on_device}), store_url))
+    wait(futures + logging)
+    failures = [f.state.message or "failed" for f in futures + logging if f.state.is_failed()]
     summary.outcomes += [f.result() for f in futures if not f.state.is_failed()]
+    logged = [f.result() for f in logging if not f.state.is_failed()]
+    summary.outcomes += [o for o in logged if o.status != "staged"]
+    staged = [o for o in logged if o.status == "staged"]  # in the plan's order: the manifest's
+    if staged:
+        # Then one committer publishes them all, in that order, under the store's lock or lease.
+        published = commit_shards(staged, store_url, store.n_rows if store else 0, return_state=True)
+        if published.is_failed():
+            failures.append(published.message or "the commit failed")
+            summary.outcomes += staged  # still staged: the next run commits them without logging
+        else:
+            summary.outcomes += published.result()
 
     create_table_artifact(
         key="ingest-summary",
@@ -76,7 +91,7 @@ def ingest(params: IngestParams = IngestParams()) -> State:
     )
     print(summary.summary())
     if failures:
-        reasons = "; ".join(f.state.message or "failed" for f in failures)
+        reasons = "; ".join(failures)
         return Failed(message=f"{len(failures)} shard task(s) failed ({reasons}); committed shards are kept",
                       data=summary)
     if bad:

@@ -223,6 +223,15 @@ def _staging_groups(root: zarr.Group) -> list[tuple[str, str, zarr.Group]]:
     return found
 
 
+def staged_rows(root: zarr.Group, shard_hash: str) -> int | None:
+    """Rows of a ready staging group of the shard under any worker, None if there is none: a
+    logger that finds one need not log the shard again."""
+    for _, found, group in _staging_groups(root):
+        if found == shard_hash and group.attrs.get(READY):
+            return int(group.attrs["rows"])
+    return None
+
+
 def list_staged(root: zarr.Group, attrs: StoreAttributes) -> list[StagedShard]:
     """Ready staging groups, oldest first (ties by worker and hash, so the order is reproducible)."""
     ready = [(g.attrs["staged_at"], w, h, g) for w, h, g in _staging_groups(root) if g.attrs.get(READY)]

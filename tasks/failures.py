@@ -1,7 +1,7 @@
 """How the tasks fail: transient faults are retried; everything else fails once, in one line.
 
-A transient fault (a network filesystem or object store hiccup, the store's lock held by another
-run) may pass, so Prefect retries it. Anything else - bad input, a wrong setting, a model that
+A transient fault (a network filesystem or object store hiccup, the store's lock or lease held
+or lost to another run) may pass, so Prefect retries it. Anything else - bad input, a wrong setting, a model that
 does not fit the store, a bug - fails the same way on every try: the task fails at once with a
 one-line message saying what to change, in its state and its log. Input errors leave no
 traceback (the message is the whole story); an unexpected error logs its traceback once.
@@ -18,6 +18,7 @@ from prefect import get_run_logger
 from prefect.states import Failed
 
 from storage import StoreError, StoreLockedError
+from storage.lease import LeaseLostError
 from valuation import ValuationError
 
 TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE, errno.ECONNRESET,
@@ -30,7 +31,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def is_transient(err: BaseException) -> bool:
-    if isinstance(err, StoreLockedError | ConnectionError | TimeoutError):
+    # A lost lease wrote nothing past the manifest: a retry takes the lease again and recommits.
+    if isinstance(err, StoreLockedError | LeaseLostError | ConnectionError | TimeoutError):
         return True
     return isinstance(err, OSError) and err.errno in TRANSIENT_ERRNOS
 

@@ -1,7 +1,12 @@
-"""Prefect tasks of ingestion: discover, validate, quarantine, log and commit one shard."""
+"""Prefect tasks of ingestion: discover, validate, quarantine, log shards into staging (in
+parallel, on any machine), and commit them (one committer)."""
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import uuid
 from pathlib import Path
 
 import torch
@@ -9,8 +14,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from sample import SHARDS_DIR
-from storage import GradientStore, ModelMismatchError, StoreExistsError, StoreNotFoundError
+from storage import CommitResult, GradientStore, ModelMismatchError, StoreError, StoreExistsError, StoreNotFoundError
 from storage.sink import ShardSink
+from storage.staging import staged_rows
 from valuation import ProjectionMismatchError
 from valuation.data import providers_of
 from valuation.pipeline import iter_logged
@@ -31,6 +37,9 @@ from .shards import (
     quarantine,
     validate_shard,
 )
+
+# `prefect concurrency-limit create dataworth-committer 1` queues the commits in Prefect as well.
+COMMITTER_TAG = "dataworth-committer"
 
 
 class ShardLoggingError(ValueError):
@@ -129,33 +138,40 @@ def prepare_store(params: IngestParams, shards: list[ValidatedShard]) -> str:
     return store.url
 
 
+def staging_worker_id() -> str:
+    """A staging area of its own for each logging task: unique across machines, processes and runs."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).strip("-._")[:60] or "host"
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 # No result cache: a cache kept beside the store (in PREFECT_HOME) outlives a restore from backup
 # and would answer "committed" for a shard the restored store lacks. The manifest alone says.
 @task(
-    name="log-and-commit-shard",
+    name="log-shard",
     task_run_name="log-{validated.shard.name}",
     retries=1,
     retry_delay_seconds=10,
     retry_condition_fn=retry_if_transient,
 )
 @fails_in_one_line
-def log_and_commit(validated: ValidatedShard, params: IngestParams, store_url: str,
-                   ids_checked_below: int = 0) -> ShardOutcome:
-    """Log the shard's LoGra gradients and commit them with its Fisher partial sums.
+def log_shard(validated: ValidatedShard, params: IngestParams, store_url: str) -> ShardOutcome:
+    """Log the shard's LoGra gradients into a staging group of this task's own ("staged").
 
-    Idempotent: a shard the store's manifest holds is not logged again, and the store itself
-    refuses to add a committed content hash twice. Validation checked the ids against the
-    store's first `ids_checked_below` rows; the commit checks them against the rest, under the
-    lock, so a shard another run committed meanwhile with the same ids defers this one.
+    It writes nothing any other writer touches (no shared chunk, resize or attribute), so any
+    number of these run at once, on any machine that reaches the store; `commit_shards`
+    publishes them. A shard the manifest holds, or that a staging area holds ready (an earlier
+    run logged it and its commit did not happen), is not logged again.
     """
-    logger = get_run_logger()
     ref = validated.shard
     gradient_store = GradientStore.open(store_url)
     if gradient_store.is_committed(ref.sha256):
         return ShardOutcome(ref.name, ref.sha256, "already_committed")
+    if (rows := staged_rows(gradient_store.root(), ref.sha256)) is not None:
+        return ShardOutcome(ref.name, ref.sha256, "staged", rows)
     examples = validated.examples
     sink = ShardSink(gradient_store, ref.sha256, name=ref.name, providers=dict(zip(
-        [e.id for e in examples], providers_of(examples))), snippets={e.id: e.display_text for e in examples})
+        [e.id for e in examples], providers_of(examples))), snippets={e.id: e.display_text for e in examples},
+        worker_id=staging_worker_id())
     try:
         loaded = load_for_logging(params.model, params.workspace, gradient_store.spec.config,
                                   gradient_store.projections())
@@ -176,15 +192,45 @@ def log_and_commit(validated: ValidatedShard, params: IngestParams, store_url: s
         if is_transient(err):
             raise
         raise ShardLoggingError(ref.name, err) from err
-    results = gradient_store.commit_staged([ref.sha256], ids_checked_below=ids_checked_below)
-    if not results:  # another run logging the same content committed it (and dropped this group) first
-        if gradient_store.refresh().is_committed(ref.sha256):
-            return ShardOutcome(ref.name, ref.sha256, "already_committed")
-        raise RuntimeError(f"{ref.name}: its staged rows went before they were committed; run ingest again")
-    result = results[0]
-    if result.status == "refused":
-        # Validation will name the lines next run, when it sees the ids committed.
-        logger.warning("%s is deferred: %s", ref.name, result.reason)
-        return ShardOutcome(ref.name, ref.sha256, "deferred", detail=result.reason)
-    logger.info("%s: %s rows [%d, %d)", ref.name, result.status, result.row_start, result.row_stop)
-    return ShardOutcome(ref.name, ref.sha256, result.status, result.rows)
+    rows = sink.result.rows if sink.result else 0  # close() finished the group
+    get_run_logger().info("%s: %d rows staged by %s", ref.name, rows, sink.worker_id)
+    return ShardOutcome(ref.name, ref.sha256, "staged", rows)
+
+
+@task(
+    name="commit-shards",
+    tags=[COMMITTER_TAG],
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_transient,
+)
+@fails_in_one_line
+def commit_shards(staged: list[ShardOutcome], store_url: str, ids_checked_below: int = 0) -> list[ShardOutcome]:
+    """The one committer: publish the staged shards in the order given (the night's plan, so the
+    manifest's order does not depend on which logger finished first), in one manifest write,
+    holding the store's committer lock (a lease on S3).
+
+    Validation checked the ids against the store's first `ids_checked_below` rows; the commit
+    checks them against the rest, so a shard another run committed meanwhile with the same ids
+    is deferred. Safe to retry: committed shards are not written twice.
+    """
+    logger = get_run_logger()
+    store = GradientStore.open(store_url)
+    results: dict[str, CommitResult] = {}
+    for r in store.commit_staged([o.sha256 for o in staged], ids_checked_below=ids_checked_below):
+        results.setdefault(r.shard_hash, r)  # a shard staged twice: the first says what happened
+    outcomes = []
+    for o in staged:
+        result = results.get(o.sha256)
+        if result is None:  # not staged any more: another run committed the same content first
+            if not store.is_committed(o.sha256):
+                raise StoreError(f"{o.name}: its staged rows went before they were committed; run ingest again")
+            outcomes.append(ShardOutcome(o.name, o.sha256, "already_committed"))
+        elif result.status == "refused":
+            # Validation will name the lines next run, when it sees the ids committed.
+            logger.warning("%s is deferred: %s", o.name, result.reason)
+            outcomes.append(ShardOutcome(o.name, o.sha256, "deferred", detail=result.reason))
+        else:
+            logger.info("%s: %s rows [%d, %d)", o.name, result.status, result.row_start, result.row_stop)
+            outcomes.append(ShardOutcome(o.name, o.sha256, result.status, result.rows))
+    return outcomes

@@ -38,6 +38,8 @@ class Workspace(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     root: str = Field(default=".dataworth", description="directory holding all of the state below")
+    store: str = Field(default="", description="the gradient store's URL, e.g. s3://bucket/dataworth/store.zarr "
+                       "shared by the workers of several machines; empty: <root>/store.zarr")
 
     @property
     def path(self) -> Path:
@@ -45,7 +47,7 @@ class Workspace(BaseModel):
 
     @property
     def store_url(self) -> str:
-        return str(self.path / "store.zarr")
+        return self.store or str(self.path / "store.zarr")
 
     @property
     def models(self) -> Path:

@@ -14,6 +14,7 @@ from .shards import ShardRef, ValidatedShard, provider_key
 
 ShardStatus = Literal[
     "committed",  # logged and committed this night
+    "staged",  # logged into staging (its commit failed this night: the next run commits it without logging)
     "already_committed",  # another run committed it meanwhile
     "skipped",  # in the store before the night began
     "held",  # the same content was quarantined before: fix the file to ingest it

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from flows.ingest import ingest
-from storage import GradientStore, verify_store
+from storage import GradientStore, store_info, verify_store
 
 from .flow_fixtures import SAMPLE_SHARDS, finished_upload, land, nightly_params
 
@@ -46,7 +46,7 @@ def test_two_runs_from_two_landings_never_duplicate_an_example_id(tmp_path, samp
     commit itself, under the lock, defers B's shard; the next run quarantines it line by line."""
     from prefect import flow
 
-    from tasks.ingest import log_and_commit
+    from tasks.ingest import commit_shards, log_shard
     from tasks.shards import discover_shards, validate_shard
 
     params_a = nightly_params(tmp_path, sample_model_dir).ingest()
@@ -65,7 +65,8 @@ def test_two_runs_from_two_landings_never_duplicate_an_example_id(tmp_path, samp
 
     assert ingest(params_a, return_state=True).is_completed()
     # Run B's commit of a shard it validated before A's commit (what the race does):
-    outcome = flow(name="run-b")(lambda: log_and_commit(validated_b, params_b, params_a.workspace.store_url, 0))()
+    url = params_a.workspace.store_url
+    outcome = flow(name="run-b")(lambda: commit_shards([log_shard(validated_b, params_b, url)], url, 0)[0])()
     assert outcome.status == "deferred" and repr(shared[0]) in outcome.detail and "and 5 more" in outcome.detail
     assert SAMPLE_SHARDS[0].name in outcome.detail
     store = GradientStore.open(params_a.workspace.store_url, read_only=True)
@@ -76,3 +77,20 @@ def test_two_runs_from_two_landings_never_duplicate_an_example_id(tmp_path, samp
     ids = GradientStore.open(params_a.workspace.store_url, read_only=True).read_metadata().example_ids
     assert len(ids) == len(set(ids)) == rows_of(SAMPLE_SHARDS[0])
     assert verify_store(params_a.workspace.store_url) == []
+
+
+def test_ingest_into_a_store_on_s3_logs_into_staging_and_commits_in_the_plans_order(tmp_path, sample_model_dir,
+                                                                                  s3_url):
+    """The flow against an S3 API: each shard logged into a staging group of its own task, then
+    one committer (under the lease) publishes them in the night's order, whichever logger ended first."""
+    params = nightly_params(tmp_path, sample_model_dir).ingest()
+    params = params.model_copy(update={"workspace": params.workspace.model_copy(update={"store": s3_url})})
+    land(params, *SAMPLE_SHARDS[:2])
+    state = ingest(params, return_state=True)
+    assert state.is_completed(), state.message
+    assert {o.status for o in state.result().outcomes} == {"committed"}
+    store = GradientStore.open(s3_url, read_only=True)
+    assert [e.name for e in store.manifest] == [s.name for s in SAMPLE_SHARDS[:2]]
+    assert store.n_rows == rows_of(*SAMPLE_SHARDS[:2])
+    assert store_info(s3_url)["staged"] == [] and verify_store(s3_url) == []
+    assert not (params.workspace.path / "store.zarr").exists()  # the workspace keeps the rest, locally

@@ -11,8 +11,10 @@ import pytest
 import s3fs
 
 from storage import GradientStore, StoreLockedError, store_info, verify_store
+from storage.faults import ENV_VAR, STAGED_CHUNK_WRITTEN
 from storage.location import StoreLocation
 from storage.lock import committer_lock
+from storage.staging import _staging_groups
 from tests.test_store_concurrency import check_all_rows_once
 from tests.test_store_support import MODEL, SPEC, make_shard, run_child
 
@@ -86,3 +88,19 @@ def test_two_workers_staging_and_committing_at_once_on_s3_lose_and_duplicate_not
     store.commit_staged()  # what a worker staged after the other's commit had listed the staging groups
     check_all_rows_once(store, range(3))
     assert store_info(s3_url)["staged"] == []
+
+
+def test_a_worker_killed_mid_logging_leaves_the_store_intact_and_a_rerun_takes_every_shard_once(s3_url):
+    store = GradientStore.create(s3_url, SPEC, MODEL, chunk_rows=8)
+    store.commit_shard(*make_shard(0, 30), spec=SPEC, model_fingerprint=MODEL)
+    killed = run_child("stage", {"url": s3_url, "worker": "w0", "seeds": [1, 2], "rows": 30, "commit": True},
+                       env={ENV_VAR: STAGED_CHUNK_WRITTEN})
+    assert killed.returncode == -signal.SIGKILL  # a real SIGKILL, after the first chunk of its first shard
+
+    assert store.commit_staged() == []  # its half-written group is not ready: nothing takes it
+    assert store.refresh().n_rows == 30 and verify_store(s3_url) == []
+    rerun = run_child("stage", {"url": s3_url, "worker": "w1", "seeds": [1, 2], "rows": 30, "commit": True})
+    assert rerun.returncode == 0, rerun.stderr
+    check_all_rows_once(store, range(3))
+    # The dead worker's group stays out of everything until the committer's stale sweep drops it.
+    assert [(w, h) for w, h, _ in _staging_groups(store.root())] == [("w0", make_shard(1, 30)[0])]
