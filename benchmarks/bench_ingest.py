@@ -60,7 +60,7 @@ def _store(url: Path, logra: LoGra, fingerprint: dict) -> GradientStore:
 
 def _stream(url: Path, logra: LoGra, tokenizer, fingerprint: dict, examples: list[Example],
             options: LoggingOptions) -> None:
-    """What tasks.ingest.log_and_commit does first: stream the rows into a staging group."""
+    """What tasks.ingest.log_shard does: stream the rows into a staging group."""
     store = _store(url, logra, fingerprint)
     sink = ShardSink(store, _shard_hash(examples), providers={e.id: e.provider or "" for e in examples},
                      snippets={e.id: e.display_text for e in examples})
