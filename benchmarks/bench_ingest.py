@@ -4,7 +4,9 @@ Peak RSS of logging one shard as the ingest task does (rows streamed into its st
 they are logged), and of then committing it, for shards of 2k and 20k short examples on a tiny GPT-2, beside
 the same logging held in memory and committed whole (what ingestion did before) as the baseline:
 a ratio 20k / 2k near 1 is flat, near 10 grows with the shard. And the bytes of the store's Fisher
-sums (totals/) when the same rows arrive as 2, 8 or 32 shards: one running total, so flat.
+sums (totals/) when the same rows arrive as 2, 8 or 32 shards: one running total, so flat. The
+commit copies a staged shard in blocks of two chunks: its peak, measured alone on staged random
+rows up to 60k, stops growing once a shard spans a few blocks.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sample.model import GPT2Shape, build_gpt2, train_tokenizer
 from storage import GradientStore, RowMetadata
 from storage.sink import ShardSink
-from valuation import FisherConfig, LoGra, ProjectionConfig
+from valuation import FisherConfig, FisherPartial, LoGra, ProjectionConfig
 from valuation.data import Example
 from valuation.fingerprint import model_fingerprint
 from valuation.pipeline import LoggingOptions, iter_logged, log_examples
@@ -39,6 +41,8 @@ class IngestBenchConfig(BaseModel):
     examples: tuple[int, ...] = (2_000, 20_000)
     shard_counts: tuple[int, ...] = (2, 8, 32)
     fisher_rows: int = Field(default=4_096, ge=32, description="rows split into shard_counts shards")
+    commit_rows: tuple[int, ...] = Field(default=(2_000, 20_000, 60_000), description="staged shards of random "
+                                         "rows whose commit alone is measured: where its peak stops growing")
     n_embd: int = 32
     rank: int = 16  # 16 x 16 on the 8 linear modules of a 2-layer GPT-2: rows of 2,048 values
     batch: int = 16
@@ -86,6 +90,21 @@ def _in_memory(url: Path, logra: LoGra, tokenizer, fingerprint: dict, examples: 
                        model_fingerprint=fingerprint, fisher=FISHER)
 
 
+def _staged_random(url: Path, logra: LoGra, fingerprint: dict, n: int) -> str:
+    """A staged shard of n random rows, written 1,000 rows at a time (no model: only the commit is measured)."""
+    store = _store(url, logra, fingerprint)
+    writer = store.stage("bench", spec=logra.spec, model_fingerprint=fingerprint, fisher=FISHER).open_shard("random")
+    partial, rng = FisherPartial.zeros(logra.layout), np.random.default_rng(n)
+    for a in range(0, n, 1_000):
+        rows = rng.standard_normal((min(1_000, n - a), logra.layout.total)).astype(np.float32)
+        ids = [f"row-{i}" for i in range(a, a + len(rows))]
+        writer.append(rows, RowMetadata(ids, ["provider-0"] * len(rows), np.full(len(rows), 8),
+                                        ["a short text"] * len(rows)))
+        partial.update(torch.from_numpy(rows))
+    writer.finish(partial)
+    return "random"
+
+
 def _bytes_under(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -117,7 +136,7 @@ def bench_ingest(config: IngestBenchConfig, workdir: Path) -> dict:
     model = build_gpt2(GPT2Shape(vocab_size=len(tokenizer), n_positions=64, n_embd=config.n_embd, n_layer=2,
                                  n_head=2), pad_id=tokenizer.pad_token_id)
     fingerprint = model_fingerprint(model)
-    logra = LoGra(model, ProjectionConfig(rank_in=config.rank, rank_out=config.rank))
+    logra = LoGra(model, ProjectionConfig(init="random", rank_in=config.rank, rank_out=config.rank))
     options = LoggingOptions(batch_size=config.batch, max_length=64)
     try:
         warm = short_examples(4 * config.batch, seed=1)  # imports, thread pools, codec buffers: not the shard's
@@ -132,6 +151,12 @@ def bench_ingest(config: IngestBenchConfig, workdir: Path) -> dict:
             peaks["logging"][n] = peak_memory_bytes(lambda: _stream(streamed, *args), device)  # noqa: B023
             peaks["commit"][n] = peak_memory_bytes(lambda: _commit_staged(streamed, examples), device)  # noqa: B023
             peaks["in_memory"][n] = peak_memory_bytes(lambda: _in_memory(in_memory, *args), device)  # noqa: B023
+        commit_peaks = {}
+        for n in config.commit_rows:
+            url = workdir / f"commit-{n}.zarr"
+            shard = _staged_random(url, logra, fingerprint, n)
+            commit_peaks[str(n)] = peak_memory_bytes(lambda: GradientStore.open(str(url)).commit_staged([shard]),  # noqa: B023
+                                                     device)
         fisher = _fisher_bytes(config, workdir, logra, fingerprint)
     finally:
         logra.remove()
@@ -139,4 +164,4 @@ def bench_ingest(config: IngestBenchConfig, workdir: Path) -> dict:
     ratios = {name: (p[large] / p[small] if p[large] and p[small] else None) for name, p in peaks.items()}
     return {"row_width": logra.layout.total, "examples": list(config.examples),
             "peak_bytes": {name: {str(n): v for n, v in p.items()} for name, p in peaks.items()},
-            "peak_ratio_largest_vs_smallest": ratios, "fisher": fisher}
+            "peak_ratio_largest_vs_smallest": ratios, "commit_peak_bytes": commit_peaks, "fisher": fisher}

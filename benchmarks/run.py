@@ -160,9 +160,11 @@ def render_ingest(r: dict) -> str:
             for name in peaks]
     fisher = [[str(f["shards"]), f"{f['rows']:,}", f"{f['totals_bytes']:,}", f"{f['totals_vs_fewest']:.3f}x",
                f"{f['store_bytes']:,}"] for f in r["fisher"]]
+    commits = ", ".join(f"{int(n):,} rows {_mb(v)} MB" for n, v in r["commit_peak_bytes"].items())
     return ("**Ingestion memory**: peak RSS MB above the start while one shard of short examples is logged "
             f"(tiny GPT-2, rows of {r['row_width']:,}), and while it is committed:\n\n"
             + _table(["path"] + [f"{n:,} examples" for n in sizes] + [f"{sizes[-1]:,} / {sizes[0]:,}"], rows)
+            + f"\n\nPeak of the commit alone, of a staged shard of random rows: {commits}."
             + "\n\n**Fisher bytes against shard count** (the same rows, one running total):\n\n"
             + _table(["shards", "rows", "totals/ bytes", "vs fewest shards", "store bytes"], fisher))
 

@@ -51,10 +51,11 @@ def test_ingest_bench_measures_memory_by_shard_size_and_fisher_bytes_by_shard_co
     from benchmarks.bench_ingest import IngestBenchConfig, bench_ingest
     from benchmarks.run import render_ingest
 
-    results = bench_ingest(IngestBenchConfig(examples=(16, 48), shard_counts=(1, 4), fisher_rows=64, batch=8),
+    results = bench_ingest(IngestBenchConfig(examples=(16, 48), shard_counts=(1, 4), fisher_rows=64, batch=8,
+                                             commit_rows=(100,)),
                            tmp_path)
     assert set(results["peak_ratio_largest_vs_smallest"]) == {"logging", "commit", "in_memory"}
     # One running total, whatever the shard count (bytes, not time: deterministic up to compression).
     assert [f["shards"] for f in results["fisher"]] == [1, 4]
     assert abs(results["fisher"][1]["totals_vs_fewest"] - 1) < 0.05
-    assert "48 / 16" in render_ingest(results)
+    assert "48 / 16" in render_ingest(results) and "100 rows" in render_ingest(results)
