@@ -19,6 +19,7 @@ import zarr
 from valuation.fisher import FisherPartial
 from valuation.layout import GradientLayout
 
+from . import nodes
 from .codecs import put_array
 from .errors import StoreError
 from .schema import RowMetadata
@@ -117,7 +118,7 @@ def write_aggregates(group: zarr.Group, aggregates: Aggregates, extra: dict[str,
 def read_whole(group: zarr.Group, name: str) -> np.ndarray:
     """A whole small array; a missing or damaged one raises StoreError naming it."""
     try:
-        return group[name][...]
+        return nodes.read(nodes.array(group, name))
     except Exception as exc:  # a damaged chunk fails its CRC32C with whatever error the codec raises
         raise StoreError(f"{group.path}/{name} is missing or unreadable ({type(exc).__name__}: {exc})") from exc
 
@@ -132,12 +133,12 @@ def _checked(group: zarr.Group, name: str, digests: dict[str, str] | None) -> np
 
 
 def read_fisher(group: zarr.Group, layout: GradientLayout, digests: dict[str, str] | None = None) -> FisherPartial:
-    return unflatten_fisher(_checked(group, FISHER, digests), layout, int(group.attrs["fisher_count"]))
+    return unflatten_fisher(_checked(group, FISHER, digests), layout, int(nodes.attr(group, "fisher_count")))
 
 
 def read_providers(group: zarr.Group, width: int, digests: dict[str, str] | None = None) -> ProviderSums:
     """Only the provider sums and counts (not the Fisher, which is far larger)."""
-    names = list(group.attrs["providers"])
+    names: list[str] = list(nodes.attr(group, "providers"))
     sums = _checked(group, PROVIDER_SUMS, digests).reshape(len(names), width)
     rows = _checked(group, PROVIDER_ROWS, digests)
     totals = ProviderSums(width)

@@ -91,16 +91,16 @@ class ChunkReader:
                     if self._raw.size < size:
                         self._raw = np.empty(size, dtype=np.uint8)
                     raw = self._raw[:size]
-                    got = f.readinto(memoryview(raw))
+                    got = f.readinto(raw.data)
                     payload, stored = raw[:-4], raw[-4:].tobytes()
                 else:  # straight into the codes, no copy
-                    got = f.readinto(memoryview(out)) if size == out.size + 4 else -1
+                    got = f.readinto(out.data) if size == out.size + 4 else -1
                     payload, stored = out, f.read(4)
                     got += len(stored)
         except FileNotFoundError:
             self.codes.fill(self.layout.fill_value)
             return self.codes
-        if got != size or size < 4 or np.uint32(crc32c.crc32c(payload)).tobytes() != stored:
+        if got != size or size < 4 or np.uint32(crc32c.crc32c(payload.data)).tobytes() != stored:
             raise StoreError(f"{path}: the chunk does not match its CRC32C (damaged or cut short); "
                              "run `dataworth store verify`")
         if self.layout.compressed:

@@ -16,7 +16,7 @@ that widen them in cache-sized pieces (the scoring scan).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -69,7 +69,7 @@ class CodecConfig(BaseModel):
         return self.precision in SCALED
 
     @property
-    def blosc_shuffle(self) -> str:
+    def blosc_shuffle(self) -> Literal["bitshuffle", "shuffle", "noshuffle"]:
         if self.shuffle is not None:
             return self.shuffle
         return "noshuffle" if self.precision == "int8" else "bitshuffle"
@@ -173,7 +173,8 @@ def decode(encoded: EncodedRows, precision: Precision) -> np.ndarray:
         return np.asarray(codes, dtype=np.float32)
     if precision == "bfloat16":
         return _decode_bfloat16(codes)
-    return codes.astype(np.float32) * encoded.scale[:, None]
+    scale = cast(np.ndarray, encoded.scale)  # float16 and int8 always keep their per-row scale
+    return codes.astype(np.float32) * scale[:, None]
 
 
 def widenable(codes: np.ndarray, precision: Precision) -> torch.Tensor:

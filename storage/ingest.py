@@ -30,6 +30,7 @@ import zarr
 
 from valuation.fisher import FisherPartial
 
+from . import nodes
 from .aggregates import Aggregates, read_aggregates, write_aggregates
 from .codecs import EncodedRows, decode, encode
 from .errors import RowsInvalidError
@@ -85,7 +86,9 @@ class ShardSource(Protocol):
     """A shard a commit copies into the store: its rows and metadata read block by block, and its sums."""
 
     shard_hash: str
-    name: str | None
+
+    @property
+    def name(self) -> str | None: ...
 
     @property
     def n_rows(self) -> int: ...
@@ -187,7 +190,8 @@ def read_totals(root: zarr.Group, attrs: StoreAttributes, manifest: Manifest) ->
     """The running sums over every committed shard, checked against the manifest's checksum."""
     if manifest.totals is None:
         return Aggregates.zeros(attrs.layout)
-    return read_aggregates(root[TOTALS][manifest.totals.group], attrs.layout, manifest.totals.digests)
+    totals = nodes.group(root, f"{TOTALS}/{manifest.totals.group}")
+    return read_aggregates(totals, attrs.layout, manifest.totals.digests)
 
 
 def discard_uncommitted(root: zarr.Group, arrays: RowArrays, manifest: Manifest) -> None:
@@ -207,10 +211,11 @@ def _refuse_duplicates(arrays: RowArrays, manifest: Manifest, new: Sequence[Shar
                        checked_below: int) -> tuple[list[ShardSource], dict[str, CommitResult]]:
     """(the new shards whose ids are unique, results for the refused ones). Committed rows below
     `checked_below` are not read: the caller has checked these shards' ids against them."""
-    committed = arrays.columns["example_id"][min(checked_below, manifest.n_rows):manifest.n_rows]
+    unchecked = slice(min(checked_below, manifest.n_rows), manifest.n_rows)
+    committed = nodes.read(arrays.columns["example_id"], unchecked)
     owner = {}
     if len(committed):
-        shards = arrays.columns["shard"][min(checked_below, manifest.n_rows):manifest.n_rows]
+        shards = nodes.read(arrays.columns["shard"], unchecked)
         names = {e.shard_hash: e.name or e.shard_hash for e in manifest.entries}
         owner = {i: f"committed shard {names.get(h, h)}" for i, h in zip(committed.tolist(), shards.tolist())}
     accepted, refused = [], {}
@@ -293,7 +298,7 @@ def commit(
     name = totals_name(len(entries))
     extra = {"shards": [e.shard_hash for e in entries], "fisher": attrs.fisher}
     fence()
-    digests = write_aggregates(root[TOTALS].create_group(name, overwrite=True), totals, extra)
+    digests = write_aggregates(nodes.group(root, TOTALS).create_group(name, overwrite=True), totals, extra)
     flush()
     crash_point(ROWS_WRITTEN)
     fence(publish=True)
@@ -301,7 +306,7 @@ def commit(
     flush()
     crash_point(MANIFEST_WRITTEN)
     if manifest.totals is not None:
-        del root[TOTALS][manifest.totals.group]
+        del nodes.group(root, TOTALS)[manifest.totals.group]
     return _in_order(sources, results)
 
 

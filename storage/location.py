@@ -7,7 +7,7 @@ import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import zarr
 from fsspec.core import url_to_fs
@@ -75,7 +75,7 @@ class StoreLocation:
         return FsspecStore.from_url(self.url, storage_options=self.options or None, read_only=read_only)
 
 
-def open_root(store: Store, url: str, mode: str = "r+") -> zarr.Group:
+def open_root(store: Store, url: str, mode: Literal["r", "r+", "a", "w", "w-"] = "r+") -> zarr.Group:
     """The root group, read fresh from the store (never from consolidated metadata, which goes stale)."""
     try:
         return zarr.open_group(store=store, mode=mode, use_consolidated=False)

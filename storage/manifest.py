@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import zarr
@@ -56,7 +57,7 @@ class Manifest:
 
 
 def read_manifest_state(root: zarr.Group) -> Manifest:
-    attrs = root[MANIFEST].attrs.asdict()
+    attrs: dict[str, Any] = dict(root[MANIFEST].attrs.asdict())
     totals = attrs.get("totals")
     return Manifest(
         [ManifestEntry(**entry) for entry in attrs.get("entries", [])],
@@ -86,7 +87,7 @@ class RowsHasher:
         self._scale = hashlib.sha256()
 
     def update(self, encoded: EncodedRows) -> None:
-        self._codes.update(np.ascontiguousarray(encoded.codes))  # its buffer: no copy of the block
+        self._codes.update(np.ascontiguousarray(encoded.codes).data)  # its buffer: no copy of the block
         if encoded.scale is not None:
             self._scale.update(np.ascontiguousarray(encoded.scale, dtype="<f4").tobytes())
 

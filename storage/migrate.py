@@ -20,6 +20,7 @@ from typing import Any
 
 import zarr
 
+from . import nodes
 from .aggregates import Aggregates, digest, read_aggregates, write_aggregates
 from .errors import StoreError, StoreFormatError
 from .ingest import totals_name, utc_now
@@ -43,9 +44,10 @@ def _migrate_entries(root: zarr.Group, attrs: StoreAttributes) -> tuple[list[Man
     arrays = RowArrays.of(root)
     totals = Aggregates.zeros(attrs.layout)
     entries = []
-    for raw in root[MANIFEST].attrs.get("entries", []):
+    raws: list[dict[str, Any]] = nodes.attr(nodes.group(root, MANIFEST), "entries", [])
+    for raw in raws:
         shard = raw["shard_hash"]
-        totals = totals + read_aggregates(root[LEGACY_SHARDS][shard], attrs.layout)
+        totals = totals + read_aggregates(nodes.group(root, f"{LEGACY_SHARDS}/{shard}"), attrs.layout)
         hasher = MetaHasher()
         meta = arrays.read_meta(raw["row_start"], raw["row_stop"])
         hasher.update(meta, meta.shards)
@@ -59,12 +61,12 @@ def _migrate_entries(root: zarr.Group, attrs: StoreAttributes) -> tuple[list[Man
 def _migrate_snapshots(root: zarr.Group, when: str) -> list[str]:
     notes = []
     for version in snapshot_versions(root):
-        group = root[SNAPSHOTS][f"v{version:06d}"]
-        attrs = group.attrs.asdict()
+        group = nodes.group(root, f"{SNAPSHOTS}/v{version:06d}")
+        attrs: dict[str, Any] = dict(group.attrs.asdict())
         if attrs.get("self_influence_rows") is not None:
             notes.append(f"snapshot {version}: self-influence dropped; `dataworth run refresh-fisher` recomputes it")
         kept = {k: attrs[k] for k in ("lambdas", "alpha", "count", "shards", "created_at")}
-        spectrum = digest(group[EIGVALS][...], group[EIGVECS][...])
+        spectrum = digest(nodes.read(nodes.array(group, EIGVALS)), nodes.read(nodes.array(group, EIGVECS)))
         group.attrs.put({**kept, "digest": spectrum, "derived": None})
         for name in (SELF_INFLUENCE, NORMALIZED_SUMS):
             if name in group:
@@ -78,7 +80,7 @@ def migrate_store(url: str, *, storage_options: dict[str, Any] | None = None, lo
     location = StoreLocation(str(url), storage_options or {})
     with committer_lock(location, lock_timeout):
         root = open_root(location.zarr_store(), location.url, mode="r+")
-        raw = root.attrs.get(ATTRS_KEY)
+        raw: dict[str, Any] | None = nodes.attr(root, ATTRS_KEY)
         if raw is None:
             raise StoreFormatError(f"{url} is not a gradient store (no {ATTRS_KEY!r} attributes)")
         version = raw.get("schema_version", 0)

@@ -16,6 +16,7 @@ import zarr
 from valuation.layout import GradientLayout
 from valuation.spec import ProjectionSpec, matrices_digest
 
+from . import nodes
 from .codecs import put_array
 from .errors import RowsInvalidError
 
@@ -46,9 +47,9 @@ def save_projections(root: zarr.Group, tensors: Mapping[str, tuple[torch.Tensor,
 def load_projections(root: zarr.Group, layout: GradientLayout) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
     if PROJECTIONS not in root:
         return None
-    group = root[PROJECTIONS]
-    return {
-        m.name: (torch.from_numpy(np.asarray(group[_node(m.name)]["p_in"][...])),
-                 torch.from_numpy(np.asarray(group[_node(m.name)]["p_out"][...])))
-        for m in layout.modules
-    }
+    group = nodes.group(root, PROJECTIONS)
+
+    def matrix(module: str, name: str) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(nodes.read(nodes.array(group, f"{_node(module)}/{name}"))))
+
+    return {m.name: (matrix(m.name, "p_in"), matrix(m.name, "p_out")) for m in layout.modules}

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 import zarr
 
+from . import nodes
 from .chunks import ChunkReader, chunk_layout
 from .codecs import CodecConfig, EncodedRows, Precision, aux_compressors, widenable
 from .schema import INT_COLUMNS, META, ROW_SCALE, ROWS, STRING_COLUMNS, RowMetadata, StoredMetadata
@@ -54,11 +56,11 @@ class RowArrays:
     @classmethod
     def of(cls, group: zarr.Group) -> RowArrays:
         """The group's row arrays, with their current shapes read fresh from the store."""
-        meta = group[META]
+        meta = nodes.group(group, META)
         return cls(
-            group[ROWS],
-            group[ROW_SCALE] if ROW_SCALE in group else None,
-            {name: meta[name] for name in (*STRING_COLUMNS, *INT_COLUMNS)},
+            nodes.array(group, ROWS),
+            nodes.array(group, ROW_SCALE) if ROW_SCALE in group else None,
+            {name: nodes.array(meta, name) for name in (*STRING_COLUMNS, *INT_COLUMNS)},
         )
 
     @property
@@ -81,24 +83,24 @@ class RowArrays:
         if stop == start:
             return
         self.rows[start:stop] = encoded.codes
-        if self.scale is not None:
-            self.scale[start:stop] = encoded.scale
+        if self.scale is not None:  # the codec keeps a scale array exactly when its rows have scales
+            self.scale[start:stop] = cast(np.ndarray, encoded.scale)
         self.columns["example_id"][start:stop] = _strings(meta.example_ids)
         self.columns["provider"][start:stop] = _strings(meta.providers)
         self.columns["shard"][start:stop] = _strings([shard_hash] * len(encoded))
-        self.columns["snippet"][start:stop] = _strings(meta.snippets)
+        self.columns["snippet"][start:stop] = _strings(cast(list[str], meta.snippets))  # a list once made
         self.columns["n_tokens"][start:stop] = meta.n_tokens
 
     def read_encoded(self, start: int, stop: int) -> EncodedRows:
-        scale = self.scale[start:stop] if self.scale is not None else None
-        return EncodedRows(self.rows[start:stop], scale)
+        scale = nodes.read(self.scale, slice(start, stop)) if self.scale is not None else None
+        return EncodedRows(nodes.read(self.rows, slice(start, stop)), scale)
 
     def read_meta(self, start: int, stop: int) -> StoredMetadata:
         def strings(name: str) -> list[str]:
-            return self.columns[name][start:stop].tolist()
+            return nodes.read(self.columns[name], slice(start, stop)).tolist()
 
         return StoredMetadata(
-            strings("example_id"), strings("provider"), self.columns["n_tokens"][start:stop],
+            strings("example_id"), strings("provider"), nodes.read(self.columns["n_tokens"], slice(start, stop)),
             strings("snippet"), strings("shard"),
         )
 
@@ -135,7 +137,7 @@ class CommittedRows:
             if start % chunk_rows or stop - start > chunk_rows or stop <= start:
                 return self.read(start, stop)
             codes = chunks.read(start // chunk_rows)[: stop - start]
-            scale = self.arrays.scale[start:stop] if self.arrays.scale is not None else None
+            scale = nodes.read(self.arrays.scale, slice(start, stop)) if self.arrays.scale is not None else None
             return widenable(codes, self.precision), scale
 
         return read

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -148,7 +148,7 @@ class RowMetadata:
     def slice(self, start: int, stop: int) -> RowMetadata:
         return RowMetadata(
             self.example_ids[start:stop], self.providers[start:stop], self.n_tokens[start:stop],
-            self.snippets[start:stop],
+            cast(list[str], self.snippets)[start:stop],  # a list once __post_init__ has run
         )
 
 

@@ -27,6 +27,7 @@ import zarr
 from valuation.fisher import FisherSnapshot
 from valuation.layout import GradientLayout
 
+from . import nodes
 from .aggregates import digest, read_whole
 from .codecs import create_aux_array, put_array
 from .errors import StoreError
@@ -56,7 +57,7 @@ def _group_name(version: int) -> str:
 
 
 def snapshot_versions(root: zarr.Group) -> list[int]:
-    return [int(v) for v in root[SNAPSHOTS].attrs.get("versions", [])]
+    return [int(v) for v in nodes.attr(nodes.group(root, SNAPSHOTS), "versions", [])]
 
 
 def _group(root: zarr.Group, version: int | None, *, retired_ok: bool = False) -> tuple[int, zarr.Group]:
@@ -67,7 +68,7 @@ def _group(root: zarr.Group, version: int | None, *, retired_ok: bool = False) -
         version = versions[-1]
     if version not in versions:
         raise StoreError(f"no Fisher snapshot version {version}; the store has versions {versions}")
-    group = root[SNAPSHOTS][_group_name(version)]
+    group = nodes.group(root, f"{SNAPSHOTS}/{_group_name(version)}")
     if not retired_ok and group.attrs.get("retired_at"):
         raise StoreError(
             f"Fisher snapshot {version} was retired at {group.attrs['retired_at']} (only the latest "
@@ -78,7 +79,7 @@ def _group(root: zarr.Group, version: int | None, *, retired_ok: bool = False) -
 
 def snapshot_attrs(root: zarr.Group, version: int) -> dict[str, Any]:
     """A snapshot's attributes (shards, count, alpha, derived, retired_at ...) without its arrays."""
-    return _group(root, version, retired_ok=True)[1].attrs.asdict()
+    return dict(_group(root, version, retired_ok=True)[1].attrs.asdict())
 
 
 def _spectrum(snapshot: FisherSnapshot) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +91,7 @@ def _spectrum(snapshot: FisherSnapshot) -> tuple[np.ndarray, np.ndarray]:
 def save_snapshot(root: zarr.Group, snapshot: FisherSnapshot, shards: Sequence[str], created_at: str) -> int:
     versions = snapshot_versions(root)
     version = max(versions, default=0) + 1
-    group = root[SNAPSHOTS].create_group(_group_name(version), overwrite=True)
+    group = nodes.group(root, SNAPSHOTS).create_group(_group_name(version), overwrite=True)
     eigvals, eigvecs = _spectrum(snapshot)
     put_array(group, EIGVALS, eigvals)
     put_array(group, EIGVECS, eigvecs)
@@ -103,7 +104,7 @@ def save_snapshot(root: zarr.Group, snapshot: FisherSnapshot, shards: Sequence[s
         "digest": digest(eigvals, eigvecs),
         "derived": None,
     })
-    root[SNAPSHOTS].attrs.put({"versions": [*versions, version]})
+    nodes.group(root, SNAPSHOTS).attrs.put({"versions": [*versions, version]})
     retire_old(root, created_at)
     return version
 
@@ -112,7 +113,7 @@ def retire_old(root: zarr.Group, when: str) -> None:
     """Drop eigenvectors and derived arrays of all but the newest KEEP_SNAPSHOTS snapshots.
     Marked retired first, so a crash half-way leaves arrays nothing reads; the next call drops them."""
     for version in snapshot_versions(root)[:-KEEP_SNAPSHOTS]:
-        group = root[SNAPSHOTS][_group_name(version)]
+        group = nodes.group(root, f"{SNAPSHOTS}/{_group_name(version)}")
         if not group.attrs.get("retired_at"):
             group.attrs.update({"retired_at": when, "derived": None})
         for name in (EIGVECS, DERIVED):
@@ -122,7 +123,7 @@ def retire_old(root: zarr.Group, when: str) -> None:
 
 def load_snapshot(root: zarr.Group, layout: GradientLayout, version: int | None) -> StoredSnapshot:
     version, group = _group(root, version)
-    attrs = group.attrs.asdict()
+    attrs: dict[str, Any] = dict(group.attrs.asdict())
     flat_vals, flat_vecs = read_whole(group, EIGVALS), read_whole(group, EIGVECS)
     if digest(flat_vals, flat_vecs) != attrs["digest"]:
         raise StoreError(f"Fisher snapshot {version} does not match its checksum; run `dataworth store verify`")
@@ -143,7 +144,7 @@ def save_derived(
     """Self-influence (and optionally normalised provider sums) of snapshot `version`, committed
     as one set by the write of the snapshot's attributes."""
     _, group = _group(root, version)
-    previous = group.attrs.get("derived")
+    previous = nodes.attr(group, "derived")
     name = f"d{(previous['seq'] if previous else 0) + 1:06d}"
     derived = group.require_group(DERIVED).create_group(name, overwrite=True)
     values = np.asarray(values, dtype=np.float64).reshape(-1)
@@ -152,23 +153,26 @@ def save_derived(
     if values.size:
         array[...] = values
     providers = sorted(normalized_sums) if normalized_sums is not None else None
-    sums = np.stack([normalized_sums[p] for p in providers]).astype(np.float64) if providers else np.zeros(0)
+    sums = np.zeros(0)
+    if normalized_sums and providers:
+        sums = np.stack([normalized_sums[p] for p in providers]).astype(np.float64)
     if providers:
         put_array(derived, NORMALIZED_SUMS, sums)
     group.attrs.update({"derived": {
         "group": name, "seq": int(name[1:]), "rows": int(values.shape[0]), "providers": providers,
         "digest": digest(values, sums),
     }})
-    for old in set(group[DERIVED].group_keys()) - {name}:
-        del group[DERIVED][old]
+    kept = nodes.group(group, DERIVED)
+    for old in set(kept.group_keys()) - {name}:
+        del kept[old]
 
 
 def _read_derived(root: zarr.Group, version: int | None) -> tuple[int, dict[str, Any], np.ndarray, np.ndarray]:
     version, group = _group(root, version)
-    derived = group.attrs.get("derived")
+    derived: dict[str, Any] | None = nodes.attr(group, "derived")
     if derived is None:
         raise StoreError(f"Fisher snapshot {version} has no self-influence saved; save it with save_self_influence")
-    arrays = group[DERIVED][derived["group"]]
+    arrays = nodes.group(group, f"{DERIVED}/{derived['group']}")
     values = read_whole(arrays, SELF_INFLUENCE)
     sums = read_whole(arrays, NORMALIZED_SUMS) if NORMALIZED_SUMS in arrays else np.zeros(0)
     if digest(values, sums) != derived["digest"]:

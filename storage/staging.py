@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import zarr
@@ -26,6 +26,7 @@ from zarr.errors import ZarrUserWarning
 
 from valuation.fisher import FisherPartial
 
+from . import nodes
 from .aggregates import Aggregates, ProviderSums, read_aggregates, write_aggregates
 from .codecs import EncodedRows, decode, encode
 from .errors import RowsInvalidError
@@ -116,7 +117,7 @@ def _concat(parts: list[tuple[EncodedRows, RowMetadata]]) -> tuple[EncodedRows, 
     metas = [m for _, m in parts]
     meta = RowMetadata(
         [i for m in metas for i in m.example_ids], [p for m in metas for p in m.providers],
-        np.concatenate([m.n_tokens for m in metas]), [s for m in metas for s in m.snippets],
+        np.concatenate([m.n_tokens for m in metas]), [s for m in metas for s in cast(list[str], m.snippets)],
     )
     return EncodedRows(codes, scale), meta
 
@@ -195,21 +196,22 @@ class StagedShard:
 
     @property
     def n_rows(self) -> int:
-        return int(self.group.attrs["rows"])
+        return int(nodes.attr(self.group, "rows"))
 
     @property
     def name(self) -> str | None:
-        return self.group.attrs.get("name")
+        return nodes.attr(self.group, "name")
 
     @property
     def aggregates(self) -> Aggregates:
-        return read_aggregates(self.group[AGGREGATES], self.attrs.layout, self.group.attrs.get("aggregates_digests"))
+        return read_aggregates(nodes.group(self.group, AGGREGATES), self.attrs.layout,
+                               nodes.attr(self.group, "aggregates_digests"))
 
     def read(self, start: int, stop: int) -> tuple[EncodedRows, RowMetadata]:
         return self.arrays.read_encoded(start, stop), self.arrays.read_meta(start, stop)
 
     def example_ids(self) -> list[str]:
-        return self.arrays.columns["example_id"][: self.n_rows].tolist()
+        return nodes.read(self.arrays.columns["example_id"], slice(0, self.n_rows)).tolist()
 
 
 def _staging_groups(root: zarr.Group) -> list[tuple[str, str, zarr.Group]]:
@@ -217,7 +219,7 @@ def _staging_groups(root: zarr.Group) -> list[tuple[str, str, zarr.Group]]:
     with warnings.catch_warnings():
         # Workers write while we list: their half-renamed temp files are not Zarr nodes.
         warnings.filterwarnings("ignore", message=".*not recognized as a component", category=ZarrUserWarning)
-        for worker_id, worker in root[STAGING].groups():
+        for worker_id, worker in nodes.group(root, STAGING).groups():
             for shard_hash, group in worker.groups():
                 found.append((worker_id, shard_hash, group))
     return found
@@ -240,7 +242,7 @@ def list_staged(root: zarr.Group, attrs: StoreAttributes) -> list[StagedShard]:
 
 
 def _is_stale(group: zarr.Group, now: datetime) -> bool:
-    started = group.attrs.get("started_at")
+    started = nodes.attr(group, "started_at")
     return started is not None and now - datetime.fromisoformat(started) > STALE_AFTER
 
 
@@ -263,9 +265,9 @@ def commit_staged(
         staged = [s for h in dict.fromkeys(shards) for s in by_hash.get(h, [])]
     results = commit(root, attrs, staged, flush, fence, ids_checked_below)
     for s in staged:
-        del root[STAGING][s.worker_id][s.shard_hash]
+        del nodes.group(root, f"{STAGING}/{s.worker_id}")[s.shard_hash]
     now = datetime.now(UTC)
     for worker_id, shard_hash, group in _staging_groups(root):
         if not group.attrs.get(READY) and _is_stale(group, now):
-            del root[STAGING][worker_id][shard_hash]
+            del nodes.group(root, f"{STAGING}/{worker_id}")[shard_hash]
     return results

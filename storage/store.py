@@ -21,13 +21,14 @@ import dask.array as da
 import numpy as np
 import torch
 import zarr
+from zarr.core.common import JSON
 
 from valuation.config import FisherConfig
 from valuation.fisher import FisherPartial, FisherSnapshot
 from valuation.layout import GradientLayout
 from valuation.spec import ProjectionSpec
 
-from . import snapshots
+from . import nodes, snapshots
 from .aggregates import Aggregates, ProviderSums, read_fisher, read_providers
 from .codecs import CodecConfig, EncodedRows, decode
 from .errors import (
@@ -90,7 +91,7 @@ def read_attributes(root: zarr.Group, url: str) -> StoreAttributes:
         if _unfinished(root):
             raise IncompleteStoreError(url)
         raise StoreFormatError(f"{url} is a Zarr group but not a gradient store (no {ATTRS_KEY!r} attributes)")
-    raw = root.attrs[ATTRS_KEY]
+    raw: dict[str, Any] = nodes.attr(root, ATTRS_KEY)
     version = raw.get("schema_version", 0)
     if version > SCHEMA_VERSION:  # before parsing: a newer schema may add fields
         raise StoreFormatError(
@@ -118,7 +119,7 @@ def _new_root(location: StoreLocation, since: str) -> zarr.Group:
     """The root group of a new store, marked as being created in its very first write. A group
     left so by a killed create() is started again from scratch; anything else is left alone."""
     zstore = location.zarr_store()
-    mark = {CREATING_KEY: {"since": since}}
+    mark: dict[str, JSON] = {CREATING_KEY: {"since": since}}
     try:
         return zarr.open_group(store=zstore, mode="w-", use_consolidated=False, attributes=mark)
     except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
@@ -383,7 +384,7 @@ class GradientStore:
         totals = self._manifest.totals
         if totals is None:
             return None
-        return self.root()[TOTALS][totals.group], totals.digests
+        return nodes.group(self.root(), f"{TOTALS}/{totals.group}"), totals.digests
 
     def _check_all_shards(self, shards: Sequence[str] | None, what: str) -> None:
         if shards is not None and set(shards) != {e.shard_hash for e in self._manifest.entries}:
@@ -556,7 +557,7 @@ class GradientStore:
 
     def provider_codes(self) -> tuple[np.ndarray, list[str]]:
         """Each committed row's provider as an int32 index into the sorted provider names."""
-        providers = RowArrays.of(self.root()).columns["provider"][: self.n_rows].tolist()
+        providers = nodes.read(RowArrays.of(self.root()).columns["provider"], slice(0, self.n_rows)).tolist()
         if providers:
             self._verify_columns(0, {"provider": providers})
         names, codes = np.unique(np.asarray(providers, dtype=object), return_inverse=True)

@@ -21,6 +21,7 @@ import torch
 from valuation.fisher import FisherSnapshot
 from valuation.influence import safe_rsqrt
 
+from . import nodes
 from .aggregates import ProviderSums
 from .codecs import EncodedRows, decode
 from .errors import StoreError
@@ -164,7 +165,7 @@ def _check_totals(store: GradientStore, manifest: Manifest, rows: ProviderSums |
     root = store.root()
     try:
         totals = read_totals(root, store.attributes, manifest)
-        attrs = root[TOTALS][manifest.totals.group].attrs.asdict()
+        attrs: dict[str, Any] = dict(nodes.group(root, f"{TOTALS}/{manifest.totals.group}").attrs.asdict())
     except Exception as exc:
         return [f"{where} are missing or unreadable: {_failure(exc)}"]
     problems = []
