@@ -14,13 +14,15 @@ from tests.test_store_support import MODEL, SPEC, logged_batches, make_shard, ru
 from valuation.config import FisherConfig
 from valuation.sink import LogSession
 
+FISHER = FisherConfig(estimator="true")  # what stream_shard logs under (stored sums need a resolved estimator)
+
 
 def test_rows_reach_the_staging_group_while_logging_and_commit_whole(tmp_path):
     url = str(tmp_path / "s.zarr")
-    store = GradientStore.create(url, SPEC, MODEL, chunk_rows=16, fisher=FisherConfig())
+    store = GradientStore.create(url, SPEC, MODEL, chunk_rows=16, fisher=FISHER)
     shard_hash, rows, meta = make_shard(0, 70)
     sink = ShardSink(store, shard_hash, providers=dict(zip(meta.example_ids, meta.providers)), name="n.jsonl")
-    sink.open(LogSession(SPEC, MODEL, {}, FisherConfig()))
+    sink.open(LogSession(SPEC, MODEL, {}, FISHER))
     staged = f"staging/{sink.worker_id}/{shard_hash}/rows"
     for i, logged in enumerate(logged_batches(0, 70, 10)):
         sink.write(logged)
@@ -39,10 +41,10 @@ def test_rows_reach_the_staging_group_while_logging_and_commit_whole(tmp_path):
 
 
 def test_a_failed_logging_drops_its_unfinished_group(tmp_path):
-    store = GradientStore.create(str(tmp_path / "s.zarr"), SPEC, MODEL, chunk_rows=16, fisher=FisherConfig())
+    store = GradientStore.create(str(tmp_path / "s.zarr"), SPEC, MODEL, chunk_rows=16, fisher=FISHER)
     shard_hash, _, meta = make_shard(0, 40)
     sink = ShardSink(store, shard_hash, providers="acme")
-    sink.open(LogSession(SPEC, MODEL, {}, FisherConfig()))
+    sink.open(LogSession(SPEC, MODEL, {}, FISHER))
     sink.write(next(logged_batches(0, 40, 20)))
     sink.discard()
     assert list(store.root()["staging"][sink.worker_id].group_keys()) == []
@@ -51,7 +53,7 @@ def test_a_failed_logging_drops_its_unfinished_group(tmp_path):
 @pytest.mark.slow  # a real process, killed
 def test_a_logger_killed_mid_shard_leaves_the_store_intact_and_a_rerun_completes(tmp_path):
     url = str(tmp_path / "s.zarr")
-    store = GradientStore.create(url, SPEC, MODEL, chunk_rows=16, fisher=FisherConfig())
+    store = GradientStore.create(url, SPEC, MODEL, chunk_rows=16, fisher=FISHER)
     stream_shard(url, 0, 30, 8)
     before = store.refresh().manifest
     killed = run_child("stream", {"url": url, "seed": 1, "rows": 50, "batch": 8}, env={ENV_VAR: STAGED_CHUNK_WRITTEN})

@@ -106,7 +106,7 @@ def stream_shard(url: str, seed: int, n: int, batch: int, worker_id: str | None 
     shard_hash, _, meta = make_shard(seed, n)
     sink = ShardSink(store, shard_hash, providers=dict(zip(meta.example_ids, meta.providers)),
                      name=f"seed-{seed}", worker_id=worker_id)
-    sink.open(LogSession(SPEC, MODEL, {}, FisherConfig()))
+    sink.open(LogSession(SPEC, MODEL, {}, FisherConfig(estimator="true")))
     for logged in logged_batches(seed, n, batch):
         sink.write(logged)
     sink.close()
