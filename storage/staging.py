@@ -230,7 +230,7 @@ def staged_rows(root: zarr.Group, shard_hash: str) -> int | None:
     logger that finds one need not log the shard again."""
     for _, found, group in _staging_groups(root):
         if found == shard_hash and group.attrs.get(READY):
-            return int(group.attrs["rows"])
+            return int(nodes.attr(group, "rows"))
     return None
 
 
