@@ -15,7 +15,7 @@ from reporting.build import ExampleRecord, ScoringResult, TopK, build_report, sc
 from reporting.export import write_report
 from reporting.model import Provenance, Report
 from reporting.provenance import code_version, location_name, store_version
-from reporting.render import to_markdown
+from reporting.render import provider_rows, to_markdown
 from scoring.queries import QuerySet, ScoreOptions, StoreScores, greedy_generator, score_store
 from scoring.results import Stability
 from scoring.stability import stability_key
@@ -39,7 +39,7 @@ class ScoreOutcome:
     def summary(self) -> str:
         return (f"report: {self.files['html']}\n"
                 f"        {self.files['markdown']}\n"
-                f"largest share of positive credit: {self.top_provider} ({self.share:.1%})")
+                f"largest share of the help: {self.top_provider} ({self.share:.1%})")
 
 
 def precision_name(loaded: LoadedModel) -> str:
@@ -113,10 +113,10 @@ def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet
 def publish_artifacts(report: Report, files: dict[str, Path]) -> None:
     create_table_artifact(
         key="provider-credit",
-        table=[{"provider": p.provider, "share": round(p.share, 4), "band": f"{p.share_low:.1%}-{p.share_high:.1%}",
-                "positive_credit": p.positive_credit, "total_credit": p.total_credit, "examples": p.examples}
-               for p in report.providers],
-        description=f"Per-provider credit ({report.provenance.influence_mode}); full report in {files['html']}",
+        # The pages' columns and order (rank ranges, share of the help, net), not other figures to reconcile.
+        table=provider_rows(report),
+        description=f"Per-provider share of the help ({report.provenance.influence_mode}; docs/operations.md, "
+                    f"reading a report); full report in {files['html']}",
     )
     create_markdown_artifact(key="valuation-report", markdown=to_markdown(report),
                              description="The night's contribution report")
