@@ -108,7 +108,9 @@ def fisher_identity(config: FisherConfig | dict[str, Any] | None) -> dict[str, A
             raise ValueError("Fisher estimator 'auto' must be resolved for the model's objective before its sums "
                              "are stored: FisherConfig.resolved(classifier=...)")
     else:
-        defaults = FisherConfig().model_dump(mode="json", exclude={"damping"})
+        # Told nothing of its estimator (None, or a dict without one): the sampled-label one, the
+        # default before "auto" (which stands for no one estimator and is never stored).
+        defaults = FisherConfig(estimator="true").model_dump(mode="json", exclude={"damping"})
         identity = {**defaults, **LEGACY_FISHER_FIELDS, **(config or {})}
     if identity["estimator"] != "true":
         identity = {k: v for k, v in identity.items() if k not in SAMPLED_LABEL_FIELDS}

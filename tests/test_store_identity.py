@@ -56,3 +56,10 @@ def test_projection_matrices_must_be_the_specs(tmp_path):
     with pytest.raises(RowsInvalidError, match="not the ones the projection spec describes"):
         GradientStore.create(str(tmp_path / "s.zarr"), spec, MODEL, projections=wrong)
     assert not (tmp_path / "s.zarr").exists()  # refused before anything was written
+
+
+def test_an_identity_told_nothing_of_its_estimator_is_never_auto():
+    """`auto` names no one estimator: a store created without a FisherConfig keeps the
+    sampled-label identity it had before `auto` became the default."""
+    assert fisher_identity(None)["estimator"] == "true"
+    assert fisher_identity({"sample_seed": 0})["estimator"] == "true"
