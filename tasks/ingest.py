@@ -125,7 +125,14 @@ def prepare_store(params: IngestParams, shards: list[ValidatedShard]) -> str:
         projections, record = None, None
         if params.projection.init == "pca":
             examples, record = calibration_sample(shards, params.calibration_examples)
-            projections = fit_pca(params, examples)
+            try:
+                projections = fit_pca(params, examples)
+            except Exception as err:
+                if is_transient(err):
+                    raise
+                # The PCA pass meets the night's examples before any shard's logging task does.
+                names = ", ".join(s.name for s in record.shards)
+                raise ShardLoggingError(f"PCA calibration on {names}", err) from err
             get_run_logger().info("PCA projection fitted on %d examples of %d shard(s) (sha256 %s)",
                                   record.examples, len(record.shards), record.sha256[:12])
         loaded = load_for_logging(params.model, params.workspace, params.projection, projections)
