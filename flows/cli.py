@@ -12,6 +12,8 @@ EXAMPLES = """\
 examples:
   dataworth run nightly                      # the whole nightly valuation on the bundled sample
   dataworth run nightly --landing /data/new --queries q.jsonl --model ./my-model
+  dataworth run nightly --workspace /srv/val --params night.json --mode relatif   # flags win over the file
+  dataworth run nightly --workspace /srv/new --rank 32 --init pca --estimator empirical --batch-size 8
   dataworth run ingest --workspace /srv/val  # only log and commit new shards
   dataworth run refresh-fisher --force       # recompute the Fisher snapshot now
   dataworth server                           # Prefect server + UI on http://127.0.0.1:4200
@@ -19,6 +21,7 @@ examples:
   dataworth server --stop                    # stop the background server
   dataworth serve --cron "0 2 * * *" --timezone Europe/Berlin
   dataworth serve --workspace /srv/val --landing /data/new --model ./my-model
+  dataworth serve --params night.json --reports-port 4301   # report links in the UI open on this host
   dataworth stability --seeds 0 1 2          # how much credit moves with the PCA calibration data
   dataworth store info                       # rows, providers, shards, snapshots
   dataworth store verify                     # manifest vs rows vs checksums (exit 1 on damage)
@@ -33,14 +36,38 @@ def _workspace_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", default=".dataworth", help="state directory (default: %(default)s)")
 
 
+PARAMETERS_RULE = """\
+parameters: the defaults, then --params FILE (JSON of the nightly flow's parameters, as a
+deployment holds them), then each flag given: a flag always wins over the file."""
+# Each flag of `run`, `serve` and `stability` and the nightly parameter(s) it sets (tasks/params.py).
+FLAG_FIELDS = {
+    "workspace": ["workspace.root"], "landing": ["landing"], "queries": ["queries"], "mode": ["mode"],
+    "top_k": ["top_k"], "model": ["model.name_or_path"], "device": ["model.device"],
+    "batch_size": ["model.batch_size"], "max_length": ["model.max_length"], "precision": ["model.precision"],
+    "rank": ["projection.rank_in", "projection.rank_out"], "init": ["projection.init"],
+    "estimator": ["fisher.estimator"], "damping": ["fisher.damping"], "force": ["refresh.force"],
+}
+
+
 def _run_args(parser: argparse.ArgumentParser) -> None:
-    _workspace_args(parser)
+    parser.description = PARAMETERS_RULE
+    parser.add_argument("--params", type=Path, help="JSON file of the nightly flow's parameters; flags override it")
+    parser.add_argument("--workspace", help="state directory (default: .dataworth)")
     parser.add_argument("--landing", help="where new shards arrive (default: the bundled sample shards)")
     parser.add_argument("--queries", help="JSONL of model outputs to value (default: bundled queries)")
     parser.add_argument("--model", help="'sample' or a directory saved with save_pretrained")
+    parser.add_argument("--device", help="model.device: auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--batch-size", type=int, help="model.batch_size: examples per pass")
+    parser.add_argument("--max-length", type=int, help="model.max_length: tokens per example")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="model.precision")
+    parser.add_argument("--rank", type=int, help="projection.rank_in and rank_out of a new store")
+    parser.add_argument("--init", choices=["random", "pca"], help="projection.init of a new store")
+    parser.add_argument("--estimator", choices=["auto", "empirical", "true", "exact"],
+                        help="fisher.estimator of a new store")
+    parser.add_argument("--damping", type=float, help="fisher.damping: alpha of the next Fisher snapshot")
     parser.add_argument("--mode", choices=["dot", "cosine", "relatif"], help="influence mode")
-    parser.add_argument("--force", action="store_true", help="refresh the Fisher even if not due")
-    parser.add_argument("--params", type=Path, help="JSON file with the flow's full parameters")
+    parser.add_argument("--top-k", type=int, help="top examples per query and provider in the report")
+    parser.add_argument("--force", action="store_true", default=None, help="refresh the Fisher even if not due")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(serve)  # the deployments' default parameters, as for `run`
     serve.add_argument("--cron", default="0 2 * * *", help="nightly schedule (default: %(default)s)")
     serve.add_argument("--timezone", default="UTC", help="IANA time zone of the cron (default: %(default)s)")
+    serve.add_argument("--reports-port", type=int, default=4201,
+                       help="serve the workspace's reports on 127.0.0.1 at this port, so the report links in the "
+                       "UI open (0: none; default: %(default)s)")
 
     stability = commands.add_parser(
         "stability", help="measure now how provider credit moves with what still moves it (shown on reports; the "
@@ -105,38 +135,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _flow_params(args: argparse.Namespace):
-    from tasks.params import NightlyParams, Workspace
+    """The nightly parameters of PARAMETERS_RULE: the --params file, each flag given set over it."""
+    from tasks.params import NightlyParams
 
-    if args.params:
-        params = NightlyParams.model_validate_json(args.params.read_text())
-    else:
-        params = NightlyParams(workspace=Workspace(root=args.workspace))
-    update = {}
-    for key in ("landing", "queries", "mode"):
-        if getattr(args, key):
-            update[key] = getattr(args, key)
-    if args.model:
-        update["model"] = params.model.model_copy(update={"name_or_path": args.model})
-    if args.force:
-        update["refresh"] = params.refresh.model_copy(update={"force": True})
-    return params.model_copy(update=update)
+    data = json.loads(args.params.read_text()) if args.params else {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{args.params}: expected a JSON object of parameters, got {type(data).__name__}")
+    for flag, fields in FLAG_FIELDS.items():
+        if (value := getattr(args, flag)) is None:
+            continue
+        for field in fields:
+            *groups, leaf = field.split(".")
+            target = data
+            for group in groups:  # merge into the file's group: the flag replaces one field, not the group
+                target = target.setdefault(group, {})
+                if not isinstance(target, dict):
+                    raise ValueError(f"{args.params}: {group} must be an object, not {target!r}")
+            target[leaf] = value
+    return NightlyParams.model_validate(data)
 
 
 def _run(args: argparse.Namespace) -> int:
     from prefect.states import State
 
     from flows import fisher, ingest, nightly, score
+    from tasks.params import flow_kwargs
 
     params = _flow_params(args)
     state: State
     if args.flow == "nightly":
-        state = nightly.nightly_valuation(params, return_state=True)
+        state = nightly.nightly_valuation(**flow_kwargs(params), return_state=True)
     elif args.flow == "ingest":
-        state = ingest.ingest(params.ingest(), return_state=True)
+        state = ingest.ingest(**flow_kwargs(params.ingest()), return_state=True)
     elif args.flow == "refresh-fisher":
-        state = fisher.refresh_fisher(params.refresh_fisher(), return_state=True)
+        state = fisher.refresh_fisher(**flow_kwargs(params.refresh_fisher()), return_state=True)
     else:
-        state = score.score(params.score(), return_state=True)
+        state = score.score(**flow_kwargs(params.score()), return_state=True)
     # The flows print their own summaries; end with the one line a script or a person checks.
     print(f"\n{args.flow}: {state.name}" + (f" - {state.message}" if state.message else ""))
     if link := _ui_link(state):
@@ -216,12 +250,19 @@ def _server(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from flows.deployments import serve_deployments
+    from flows.deployments import nightly_schedule, serve_deployments
+    from flows.reports_server import serve_reports
     from tasks.params import Workspace
+    from tasks.scoring import REPORTS_URL
 
     params = _flow_params(args)
+    nightly_schedule(args.cron, args.timezone)  # a typo is one line now, not a traceback from the API later
     # Absolute, so runs started from the UI find the same state whatever their working directory.
     params = params.model_copy(update={"workspace": Workspace(root=str(params.workspace.path))})
+    if args.reports_port and not os.environ.get(REPORTS_URL):  # an operator's own web server wins
+        url, _ = serve_reports(params.workspace.reports, port=args.reports_port)
+        os.environ[REPORTS_URL] = url  # the flow runs started from here inherit it
+        print(f"reports of {params.workspace.path} at {url}/")
     serve_deployments(params, cron=args.cron, timezone=args.timezone)
     return 0
 

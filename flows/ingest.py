@@ -11,39 +11,56 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import wait
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 
 from tasks.ingest import commit_shards, discover, log_shard, open_store, prepare_store, quarantine_shard, validate
-from tasks.params import IngestParams
+from tasks.params import IngestParams, ModelParams, Workspace, param
 from tasks.planning import IngestSummary, ShardOutcome, defer_clashes, plan_night
 from tasks.shards import Skipped, quarantined_hashes
+from tasks.store_settings import settings_conflict
+from valuation.config import FisherConfig, ProjectionConfig
 
 
 @flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)  # type: ignore[arg-type]
-def ingest(params: IngestParams = IngestParams()) -> State:
+def ingest(
+    workspace: Workspace = param("workspace"),
+    landing: str = param("landing"),
+    model: ModelParams = param("model"),
+    projection: ProjectionConfig = param("projection"),
+    fisher: FisherConfig = param("fisher"),
+    calibration_examples: PositiveInt = param("calibration_examples"),
+    max_shard_mb: PositiveFloat = param("max_shard_mb"),
+    settle_seconds: NonNegativeFloat = param("settle_seconds"),
+) -> State:
     """Validate the landing location's new shards, quarantine bad ones, log and commit good ones.
 
     Ends Failed (with everything good committed) when a shard had to be quarantined, so a bad
-    night is visible in the UI rather than a silent Completed.
+    night is visible in the UI rather than a silent Completed; and at once, with nothing done,
+    when the projection or Fisher settings differ from those of the existing store.
     """
+    params = IngestParams(**locals())  # the parameters as the tasks take them, before any other name exists
     logger = get_run_logger()
     max_bytes = int(params.max_shard_mb * 2**20)
     discovered = discover(params.landing, max_bytes, params.settle_seconds, return_state=True)
     if discovered.is_failed():
         return Failed(message=discovered.message)  # e.g. no such landing location: nothing to do
-    landing = discovered.result()
+    found = discovered.result()
     store = open_store(params.workspace.store_url, read_only=True)
+    if store is not None and (conflict := settings_conflict(store, params.projection, params.fisher)):
+        logger.error(conflict)
+        return Failed(message=conflict)
     committed = {e.shard_hash for e in store.manifest} if store else set()
     known_ids = frozenset(store.read_metadata().example_ids) if store and store.n_rows else frozenset()
     known_providers = frozenset(store.provider_row_counts()) if store and store.n_rows else frozenset()
     held = quarantined_hashes(params.workspace.quarantine)
 
-    plan = plan_night(landing.shards, committed, held)
+    plan = plan_night(found.shards, committed, held)
     for outcome in plan.outcomes:
         if outcome.status == "held":
             logger.warning("%s is still quarantined (same content as before); fix it to ingest it", outcome.name)
     summary = IngestSummary(list(plan.outcomes))
-    summary.outcomes += [ShardOutcome(s.name, "", "waiting", detail=s.reason) for s in landing.waiting]
-    summary.outcomes += [ShardOutcome(s.name, "", "refused", detail=s.reason) for s in landing.refused]
+    summary.outcomes += [ShardOutcome(s.name, "", "waiting", detail=s.reason) for s in found.waiting]
+    summary.outcomes += [ShardOutcome(s.name, "", "refused", detail=s.reason) for s in found.refused]
 
     validations = [validate.submit(ref, known_ids, max_bytes, known_providers) for ref in plan.new]
     validated = []
@@ -85,7 +102,7 @@ def ingest(params: IngestParams = IngestParams()) -> State:
             summary.outcomes += published.result()
 
     create_table_artifact(
-        key="ingest-summary",
+        key=f"ingest-summary-{params.workspace.key}",
         table=[{"shard": o.name, "status": o.status, "rows": o.rows, "detail": o.detail} for o in summary.outcomes],
         description=f"Ingestion from `{params.landing}` into `{params.workspace.store_url}`",
     )

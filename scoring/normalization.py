@@ -7,6 +7,7 @@ per snapshot turns provider credit into one small matrix product, with no scan o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +30,10 @@ class Normalization:
         return Normalization(np.concatenate([self.self_influence, later.self_influence]), sums)
 
 
-def normalize_rows(store: GradientStore, fisher: FisherSnapshot, start: int = 0) -> Normalization:
-    """Self-influence of rows [start, n_rows) and their providers' normalised sums, chunk by chunk."""
+def normalize_rows(store: GradientStore, fisher: FisherSnapshot, start: int = 0,
+                   on_block: Callable[[int], None] | None = None) -> Normalization:
+    """Self-influence of rows [start, n_rows) and their providers' normalised sums, chunk by chunk
+    (`on_block` is told the rows done after each block)."""
     providers = np.asarray(store.read_metadata().providers, dtype=object)
     values: list[np.ndarray] = []
     sums: dict[str, np.ndarray] = {}
@@ -46,6 +49,8 @@ def normalize_rows(store: GradientStore, fisher: FisherSnapshot, start: int = 0)
             part = normalised[owners == provider].sum(axis=0)
             sums[str(provider)] = sums[str(provider)] + part if provider in sums else part
         values.append(influence)
+        if on_block is not None:
+            on_block(block_start + len(block) - start)
     return Normalization(np.concatenate(values) if values else np.zeros(0), sums)
 
 

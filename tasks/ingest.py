@@ -27,6 +27,7 @@ from .failures import fails_in_one_line, is_transient, one_line, retry_if_transi
 from .models import fit_pca, lm_fisher, load_for_logging
 from .params import IngestParams
 from .planning import ShardOutcome
+from .progress import RunProgress
 from .shards import (
     Landing,
     ShardChanged,
@@ -189,10 +190,13 @@ def log_shard(validated: ValidatedShard, params: IngestParams, store_url: str) -
             # stays at a few chunks whatever the shard's size.
             fisher = lm_fisher(params.fisher)
             sink.open(LogSession(loaded.logra.spec, loaded.fingerprint, loaded.logra.projections(), fisher))
+            progress, done = RunProgress(get_run_logger(), f"log {ref.name}", len(examples), "examples"), 0
             for logged in iter_logged(loaded.logra, loaded.tokenizer, examples,
                                       loaded.logging_options(params.model), fisher=fisher,
                                       progress=f"log {ref.name}"):
                 sink.write(logged)
+                done += logged.rows.shape[0]
+                progress(done)  # in the run's log: the terminal bar is not in the UI
             sink.close()
     except Exception as err:
         sink.discard()  # a killed process leaves its group to the committer's stale sweep instead

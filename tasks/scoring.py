@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import torch
 from prefect import get_run_logger, task
@@ -12,6 +14,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.context import TaskRunContext, get_run_context
 
 from reporting.build import ExampleRecord, ScoringResult, TopK, build_report, score_histogram
+from reporting.diff import load_report
 from reporting.export import write_report
 from reporting.model import Provenance, Report
 from reporting.provenance import code_version, location_name, store_version
@@ -23,10 +26,17 @@ from storage import GradientStore
 from valuation.data import encoding_settings
 
 from .calibration import calibration_provenance
+from .dask_access import check_dask_address
 from .failures import fails_in_one_line
 from .models import LoadedModel, load_for_logging
-from .params import SAMPLE_MODEL, ScoreParams
+from .params import SAMPLE_MODEL, ScoreParams, Workspace
+from .progress import DaskProgress
 from .stability import saved_stability
+
+# Base URL at which a web server serves the workspace's reports directory (`dataworth serve` sets it
+# for the runs it starts): the UI links the HTML report there, since browsers do not open file://
+# links from a web page.
+REPORTS_URL = "DATAWORTH_REPORTS_URL"
 
 
 @dataclass(frozen=True)
@@ -110,23 +120,45 @@ def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet
                         stability=matching_stability(params, store))
 
 
-def publish_artifacts(report: Report, files: dict[str, Path]) -> None:
+def html_link(html: Path, workspace: Workspace) -> str | None:
+    """The HTML report's address under DATAWORTH_REPORTS_URL, or None when nothing serves the reports."""
+    base = os.environ.get(REPORTS_URL, "").rstrip("/")
+    if not base:
+        return None
+    return f"{base}/{quote(html.resolve().relative_to(workspace.reports).as_posix())}"
+
+
+def publish_artifacts(report: Report, files: dict[str, Path], workspace: Workspace) -> None:
+    """The report as artifacts of the current run, keyed by workspace so two workspaces never mix."""
+    html, key = files["html"], workspace.key
+    link = html_link(html, workspace)
+    where = (f"HTML report: [{link}]({link})" if link else
+             f"HTML report: `{html}` on the host that ran the flow (browsers do not open file links from the UI; "
+             "`dataworth serve` serves the reports, see docs/operations.md)")
     create_table_artifact(
-        key="provider-credit",
+        key=f"provider-credit-{key}",
         # The pages' columns and order (rank ranges, share of the help, net), not other figures to reconcile.
         table=provider_rows(report),
         description=f"Per-provider share of the help ({report.provenance.influence_mode}; docs/operations.md, "
-                    f"reading a report); full report in {files['html']}",
+                    f"reading a report) in `{workspace.path}`. {where}",
     )
-    create_markdown_artifact(key="valuation-report", markdown=to_markdown(report),
-                             description="The night's contribution report")
-    create_link_artifact(key="valuation-report-html", link=files["html"].as_uri(), link_text="HTML report")
+    create_markdown_artifact(key=f"valuation-report-{key}", markdown=f"{where}\n\n{to_markdown(report)}",
+                             description=f"The contribution report of `{workspace.path}`")
+    create_link_artifact(key=f"valuation-report-html-{key}", link=link or html.as_uri(),
+                         link_text="HTML report" if link else f"HTML report (a file on the flow's host: {html})")
+
+
+def republish_artifacts(outcome: ScoreOutcome, workspace: Workspace) -> None:
+    """A scored report's artifacts again, on the current run (the parent flow of `score`)."""
+    files = {kind: Path(path) for kind, path in outcome.files.items()}
+    publish_artifacts(load_report(files["json"]), files, workspace)
 
 
 @task(name="score-and-report")
 @fails_in_one_line
 def score_and_report(params: ScoreParams) -> ScoreOutcome:
     logger = get_run_logger()
+    check_dask_address(params.dask_address)  # before anything connects to it
     store = GradientStore.open(params.workspace.store_url, read_only=True)
     loaded = load_for_logging(params.model, params.workspace, store.spec.config, store.projections())
     store.check_compatible(loaded.logra.spec, loaded.fingerprint)
@@ -139,12 +171,14 @@ def score_and_report(params: ScoreParams) -> ScoreOutcome:
             mode=params.mode, snapshot_version=params.snapshot, top_k=params.top_k, task_rows=params.task_rows,
             dask_address=params.dask_address, logging=loaded.logging_options(params.model),
         )
-        scores = score_store(store, loaded.logra, loaded.tokenizer, queries, options)
+        logger.info("scoring %d queries against %d rows", len(queries.examples), store.n_rows)
+        with DaskProgress(logger, f"scan of {store.n_rows} rows"):
+            scores = score_store(store, loaded.logra, loaded.tokenizer, queries, options)
     report = assemble_report(store, scores, queries, params, loaded)
     stamp = report.provenance.created_at.strftime("%Y%m%dT%H%M%SZ")
     directory = params.workspace.reports / f"{stamp}-{queries.sha256[:8]}"
     files = write_report(report, directory)
-    publish_artifacts(report, files)
+    publish_artifacts(report, files, params.workspace)
     best = max(report.providers, key=lambda p: p.share)
     logger.info("scored %d queries x %d rows; report in %s", len(queries.examples), store.n_rows, directory)
     return ScoreOutcome(str(directory), {k: str(v) for k, v in files.items()}, best.provider, best.share)

@@ -103,3 +103,34 @@ def test_bad_input_before_a_flow_runs_is_one_line(tmp_path, capsys):
     assert main(["run", "nightly", "--params", str(tmp_path / "p.json")]) == 2
     err = capsys.readouterr().err
     assert "batch_size" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_flags_override_the_params_file_field_by_field(tmp_path, capsys):
+    from flows.cli import _flow_params
+
+    night = tmp_path / "night.json"
+    night.write_text(json.dumps({
+        "workspace": {"root": "/from/file"}, "mode": "cosine", "top_k": 7,
+        "model": {"name_or_path": "/file/model", "batch_size": 4}, "projection": {"rank_in": 8, "init": "pca"},
+    }))
+    params = _flow_params(build_parser().parse_args([
+        "run", "nightly", "--params", str(night), "--workspace", str(tmp_path / "ws"), "--mode", "relatif",
+        "--rank", "32", "--batch-size", "2", "--max-length", "64", "--precision", "fp32",
+        "--estimator", "empirical", "--damping", "0.3", "--init", "random",
+    ]))
+    assert params.workspace.root == str(tmp_path / "ws")  # the file's workspace won before
+    assert (params.mode, params.top_k) == ("relatif", 7)  # a flag wins; the file's other fields stay
+    assert params.model.model_dump(include={"name_or_path", "batch_size", "max_length", "precision"}) == {
+        "name_or_path": "/file/model", "batch_size": 2, "max_length": 64, "precision": "fp32"}
+    assert (params.projection.rank_in, params.projection.rank_out, params.projection.init) == (32, 32, "random")
+    assert (params.fisher.estimator, params.fisher.damping) == ("empirical", 0.3)
+    assert not params.refresh.force
+    assert "a flag always wins over the file" in " ".join(help_text(capsys, "run").split())
+
+
+def test_a_bad_cron_or_time_zone_for_serve_is_one_line(capsys):
+    for flags, what in ((["--cron", "61 2 * * *"], "cron '61 2 * * *'"),
+                        (["--timezone", "Mars/Olympus"], "time zone 'Mars/Olympus'")):
+        assert main(["serve", *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {what}") and err.count("\n") == 1, err

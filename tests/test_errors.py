@@ -22,6 +22,7 @@ from flows.ingest import ingest
 from flows.score import score
 from sample.model import GPT2Shape, build_gpt2
 from tasks.failures import fails_in_one_line, retry_if_transient
+from tasks.params import flow_kwargs
 
 from .flow_fixtures import SAMPLE_SHARDS, finished_upload, land, nightly_params
 
@@ -33,8 +34,8 @@ def scored(tmp_path_factory, sample_model_dir, prefect_api):
     """A workspace with one committed shard and a Fisher snapshot: ready to score."""
     params = nightly_params(tmp_path_factory.mktemp("errors"), sample_model_dir)
     land(params, SAMPLE_SHARDS[0])
-    assert ingest(params.ingest(), return_state=True).is_completed()
-    assert refresh_fisher(params.refresh_fisher(), return_state=True).is_completed()
+    assert ingest(**flow_kwargs(params.ingest()), return_state=True).is_completed()
+    assert refresh_fisher(**flow_kwargs(params.refresh_fisher()), return_state=True).is_completed()
     return params
 
 
@@ -82,7 +83,7 @@ def test_a_bad_queries_file_is_one_line(scored, tmp_path, name, capsys):
     data, message = BAD_QUERIES[name]
     (tmp_path / name).write_bytes(data)
     params = scored.score().model_copy(update={"queries": str(tmp_path / name)})
-    assert_one_line_failure(score(params, return_state=True), name, message)
+    assert_one_line_failure(score(**flow_kwargs(params), return_state=True), name, message)
 
     assert main(["run", "score", "--workspace", scored.workspace.root, "--model", scored.model.name_or_path,
                  "--queries", str(tmp_path / name)]) == 1
@@ -93,25 +94,31 @@ def test_a_bad_queries_file_is_one_line(scored, tmp_path, name, capsys):
 
 def test_a_missing_queries_file_is_one_line(scored, tmp_path):
     params = scored.score().model_copy(update={"queries": str(tmp_path / "nowhere.jsonl")})
-    assert_one_line_failure(score(params, return_state=True), "nowhere.jsonl", "does not exist")
+    assert_one_line_failure(score(**flow_kwargs(params), return_state=True), "nowhere.jsonl", "does not exist")
 
 
 def test_a_model_directory_that_does_not_exist_is_one_line(scored, tmp_path):
     model = scored.model.model_copy(update={"name_or_path": str(tmp_path / "no-such-model")})
-    assert_one_line_failure(score(scored.score().model_copy(update={"model": model}), return_state=True),
+    assert_one_line_failure(score(**flow_kwargs(scored.score()) | {"model": model}, return_state=True),
                             "no-such-model", "does not exist")
     land(scored, SAMPLE_SHARDS[1])
     params = scored.ingest().model_copy(update={"model": model})
-    assert_one_line_failure(ingest(params, return_state=True), "no-such-model", "does not exist")
+    assert_one_line_failure(ingest(**flow_kwargs(params), return_state=True), "no-such-model", "does not exist")
+
+
+def test_a_dask_address_the_machine_does_not_allow_is_refused_in_one_line(scored, monkeypatch):
+    # Any API user sets run parameters; only the machine running the flows says which schedulers it trusts.
+    monkeypatch.setenv("DATAWORTH_DASK_ADDRESSES", "tcp://10.0.0.7:8786")
+    run = flow_kwargs(scored.score()) | {"dask_address": "tcp://attacker.example:8786"}
+    assert_one_line_failure(score(**run, return_state=True), "tcp://attacker.example:8786", "DATAWORTH_DASK_ADDRESSES")
 
 
 def test_a_model_of_another_architecture_than_the_store_is_one_line(scored, tmp_path, sample_model_dir):
     other = other_model(tmp_path / "other", sample_model_dir, n_positions=256)
     model = scored.model.model_copy(update={"name_or_path": str(other)})
-    assert_one_line_failure(score(scored.score().model_copy(update={"model": model}), return_state=True),
-                            "mismatch")
+    assert_one_line_failure(score(**flow_kwargs(scored.score()) | {"model": model}, return_state=True), "mismatch")
     land(scored, SAMPLE_SHARDS[1])
-    assert_one_line_failure(ingest(scored.ingest().model_copy(update={"model": model}), return_state=True),
+    assert_one_line_failure(ingest(**flow_kwargs(scored.ingest()) | {"model": model}, return_state=True),
                             SAMPLE_SHARDS[1].name, "mismatch")
 
 
@@ -120,7 +127,7 @@ def test_a_model_with_a_shorter_context_than_max_length_is_logged_within_it(tmp_
     params = nightly_params(tmp_path, short)
     assert params.model.max_length > 128
     land(params, SAMPLE_SHARDS[0])
-    state = ingest(params.ingest(), return_state=True)
+    state = ingest(**flow_kwargs(params.ingest()), return_state=True)
     assert state.is_completed(), state.message
     logs, _ = run_record(state)
     assert any("max_length" in line and "context of 128 tokens" in line for line in logs), "\n".join(logs)
@@ -133,7 +140,8 @@ def test_an_example_that_cannot_be_logged_fails_its_shard_once_naming_it(tmp_pat
     shard.write_text(json.dumps({"id": "lp-1", "provider": "p", "prompt": "a prompt far longer than eight tokens, "
                                  "so nothing of the response is left to learn from", "response": "yes"}) + "\n")
     finished_upload(shard)
-    assert_one_line_failure(ingest(params.ingest(), return_state=True), "long-prompts.jsonl", "lp-1", "max_length")
+    assert_one_line_failure(ingest(**flow_kwargs(params.ingest()), return_state=True),
+                            "long-prompts.jsonl", "lp-1", "max_length")
 
 
 def test_only_transient_faults_are_retried():

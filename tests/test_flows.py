@@ -11,7 +11,7 @@ from prefect.client.orchestration import get_client
 from flows.ingest import ingest
 from flows.nightly import nightly_valuation
 from storage import GradientStore
-from tasks.params import StabilityPolicy
+from tasks.params import StabilityPolicy, flow_kwargs
 
 from .flow_fixtures import SAMPLE_SHARDS, finished_upload, land, nightly_params
 
@@ -32,8 +32,27 @@ async def artifact_keys(flow_run_id) -> set[str]:
     return {a.key for a in artifacts}
 
 
+def logged_lines(flow_run_id) -> list[str]:
+    """The log of a run and of its subflow runs, as the UI's Logs tabs show them."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+        runs = [flow_run_id, *(child.id for child in children)]
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)))
+    return [log.message for log in logs]
+
+
 def run_nightly(params):
-    state = nightly_valuation(params, return_state=True)
+    state = nightly_valuation(**flow_kwargs(params), return_state=True)
     return state, state.result(raise_on_failure=False)
 
 
@@ -70,6 +89,10 @@ def test_nightly_end_to_end_then_incremental(tmp_path, sample_model_dir):
             for query in report["credit_matrix"]["queries"]:
                 text = text.replace(query, "")
             assert not [p["provider"] for p in report["providers"] if p["provider"] != own and p["provider"] in text]
+    # Progress of every long stage is in the run's own log, not only on a terminal.
+    lines = logged_lines(state.state_details.flow_run_id)
+    for stage in [f"log {s.name}: 100%" for s in SAMPLE_SHARDS[:3]] + ["self-influence: 100%", "rows: 100%"]:
+        assert any(stage in line for line in lines), stage
 
     land(params, SAMPLE_SHARDS[3])
     state, second = run_nightly(params)
@@ -99,7 +122,7 @@ def test_bad_shard_is_quarantined_and_the_run_says_so(tmp_path, sample_model_dir
     (Path(params.landing) / "night-bad.jsonl").write_text("\n".join(lines) + "\n")
     finished_upload(Path(params.landing) / "night-bad.jsonl")
 
-    state = ingest(params.ingest(), return_state=True)
+    state = ingest(**flow_kwargs(params.ingest()), return_state=True)
     summary = state.result(raise_on_failure=False)
     assert state.is_failed() and "night-bad.jsonl" in state.message
     assert [o.name for o in summary.outcomes if o.status == "committed"] == [SAMPLE_SHARDS[0].name]
@@ -109,7 +132,7 @@ def test_bad_shard_is_quarantined_and_the_run_says_so(tmp_path, sample_model_dir
     assert "quarantine-" in " ".join(await_keys(state))
 
     # The next night: still quarantined, not re-reported as a new failure; nothing duplicated.
-    again = ingest(params.ingest(), return_state=True)
+    again = ingest(**flow_kwargs(params.ingest()), return_state=True)
     assert again.is_completed()
     store = GradientStore.open(params.workspace.store_url, read_only=True)
     assert store.n_rows == len(SAMPLE_SHARDS[0].read_text().splitlines())
@@ -140,6 +163,12 @@ def test_pca_projection_is_fitted_once_and_kept_with_the_store(tmp_path, sample_
     report = json.loads(Path(first.score.files["json"]).read_text())
     assert report["provenance"]["projection_calibration"] == {  # no shard names in a report
         "examples": 30, "shards": 2, "sha256": calibration["sha256"]}
+
+    # Another projection cannot apply to this store: refused at once, not Completed with the old one.
+    other = params.model_copy(update={"projection": ProjectionConfig(init="random", rank_in=8, rank_out=8)})
+    refused, _ = run_nightly(other)
+    assert refused.is_failed() and "projection.init 'pca' (asked 'random')" in refused.message
+    assert "new workspace" in refused.message and "\n" not in refused.message
 
     land(params, SAMPLE_SHARDS[2])  # logged with the stored matrices, not a new fit
     state, second = run_nightly(params)

@@ -10,6 +10,7 @@ import pytest
 
 from flows.ingest import ingest
 from storage import GradientStore, store_info, verify_store
+from tasks.params import flow_kwargs
 
 from .flow_fixtures import SAMPLE_SHARDS, finished_upload, land, nightly_params
 
@@ -23,16 +24,16 @@ def rows_of(*shards) -> int:
 def test_a_restored_workspace_takes_the_shards_its_backup_lacks(tmp_path, sample_model_dir):
     params = nightly_params(tmp_path, sample_model_dir).ingest()
     land(params, SAMPLE_SHARDS[0])
-    assert ingest(params, return_state=True).is_completed()
+    assert ingest(**flow_kwargs(params), return_state=True).is_completed()
     backup = tmp_path / "backup"
     shutil.copytree(params.workspace.path, backup)
 
     land(params, SAMPLE_SHARDS[1])
-    assert ingest(params, return_state=True).is_completed()
+    assert ingest(**flow_kwargs(params), return_state=True).is_completed()
     shutil.rmtree(params.workspace.path)
     shutil.copytree(backup, params.workspace.path)  # same store URL, same creation time
 
-    state = ingest(params, return_state=True)
+    state = ingest(**flow_kwargs(params), return_state=True)
     assert state.is_completed(), state.message
     statuses = {o.name: o.status for o in state.result().outcomes}
     assert statuses == {SAMPLE_SHARDS[0].name: "skipped", SAMPLE_SHARDS[1].name: "committed"}
@@ -63,7 +64,7 @@ def test_two_runs_from_two_landings_never_duplicate_an_example_id(tmp_path, samp
     validated_b = validate_shard(discover_shards(str(landing_b)).shards[0])  # against the empty store
     assert validated_b.ok
 
-    assert ingest(params_a, return_state=True).is_completed()
+    assert ingest(**flow_kwargs(params_a), return_state=True).is_completed()
     # Run B's commit of a shard it validated before A's commit (what the race does):
     url = params_a.workspace.store_url
     outcome = flow(name="run-b")(lambda: commit_shards([log_shard(validated_b, params_b, url)], url, 0)[0])()
@@ -72,7 +73,7 @@ def test_two_runs_from_two_landings_never_duplicate_an_example_id(tmp_path, samp
     store = GradientStore.open(params_a.workspace.store_url, read_only=True)
     assert store.n_rows == rows_of(SAMPLE_SHARDS[0])
 
-    again = ingest(params_b, return_state=True)
+    again = ingest(**flow_kwargs(params_b), return_state=True)
     assert again.is_failed() and "night-b.jsonl" in again.message  # quarantined, the ids named per line
     ids = GradientStore.open(params_a.workspace.store_url, read_only=True).read_metadata().example_ids
     assert len(ids) == len(set(ids)) == rows_of(SAMPLE_SHARDS[0])
@@ -86,7 +87,7 @@ def test_ingest_into_a_store_on_s3_logs_into_staging_and_commits_in_the_plans_or
     params = nightly_params(tmp_path, sample_model_dir).ingest()
     params = params.model_copy(update={"workspace": params.workspace.model_copy(update={"store": s3_url})})
     land(params, *SAMPLE_SHARDS[:2])
-    state = ingest(params, return_state=True)
+    state = ingest(**flow_kwargs(params), return_state=True)
     assert state.is_completed(), state.message
     assert {o.status for o in state.result().outcomes} == {"committed"}
     store = GradientStore.open(s3_url, read_only=True)

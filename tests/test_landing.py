@@ -10,6 +10,7 @@ import pytest
 
 from flows.ingest import ingest
 from storage import GradientStore
+from tasks.params import flow_kwargs
 
 from .flow_fixtures import SAMPLE_SHARDS, finished_upload, land, nightly_params
 from .test_flows import await_keys
@@ -30,7 +31,7 @@ def test_what_a_landing_really_holds(tmp_path, sample_model_dir):
     params = nightly_params(tmp_path, sample_model_dir).ingest()
     landing = Path(params.landing)
     land(params, SAMPLE_SHARDS[0])  # weather-desk and others, committed first
-    first = ingest(params, return_state=True)
+    first = ingest(**flow_kwargs(params), return_state=True)
     assert first.is_completed(), first.message
 
     # A valid-JSON lone surrogate: no tokenizer can encode it, so it must not get past validation.
@@ -43,7 +44,7 @@ def test_what_a_landing_really_holds(tmp_path, sample_model_dir):
     (landing / "dir.jsonl").mkdir()
     (landing / "passwd.jsonl").symlink_to("/etc/passwd")
 
-    state = ingest(params, return_state=True)
+    state = ingest(**flow_kwargs(params), return_state=True)
     summary = state.result(raise_on_failure=False)
     assert state.is_failed() and "surrogate.jsonl" in state.message and "case.jsonl" in state.message
     assert statuses(summary) == {SAMPLE_SHARDS[0].name: "skipped", "surrogate.jsonl": "quarantined",
@@ -62,7 +63,7 @@ def test_what_a_landing_really_holds(tmp_path, sample_model_dir):
 
     # The next night: the upload has finished; the quarantined shards are held, not failed again.
     finished_upload(landing / "uploading.jsonl")
-    again = ingest(params, return_state=True)
+    again = ingest(**flow_kwargs(params), return_state=True)
     assert again.is_completed(), again.message
     summary = again.result()
     assert statuses(summary)["uploading.jsonl"] == "committed"
