@@ -1,91 +1,152 @@
-"""Deployments as the UI uses them: `dataworth serve` registers them against a real Prefect API, a
-run is started through the API with the form's JSON, and it completes with its report artifact;
-and prefect.yaml. (`dataworth server` itself: tests/test_server.py.)"""
+"""Deployments as the UI uses them: `dataworth server` on a port of its own, `dataworth serve`
+registering the deployments, a run started through the API with one field changed as the UI's form
+sends it, completing with the report on its own page (screenshots in tests/output/ui/); and
+prefect.yaml. (`dataworth server` itself: tests/test_server.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 from functools import partial
+from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
-    ArtifactFilterKey,
-    FlowRunFilter,
-    FlowRunFilterParentFlowRunId,
-)
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.flows import load_flow_from_entrypoint
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.deployments import build_deployments
+from flows.server import api_url, is_healthy
 from tasks.params import NightlyParams
 
 from .flow_fixtures import SAMPLE_SHARDS, land, nightly_params
-from .processes import DATAWORTH, REPO, stop, tail, wait_for
+from .processes import DATAWORTH, REPO, free_port, stop, tail, wait_for
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+SCREENSHOTS = Path(__file__).parent / "output" / "ui"  # kept after the run (tests/output is git-ignored)
 
 
-def run_and_its_subflows(client, flow_run_id) -> list:
-    # nightly-valuation calls `score` as a subflow, so the report artifact belongs to that child.
-    children = client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
-    )
-    return [flow_run_id, *(child.id for child in children)]
+@pytest.fixture
+def dataworth_server(tmp_path):
+    """`dataworth server` on a random port (not Prefect's 4200) with a PREFECT_HOME of its own: its API URL."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([str(DATAWORTH), "server", "--port", str(port)], cwd=tmp_path, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = api_url("127.0.0.1", port)
+        wait_for(lambda: server.poll() is None and is_healthy(url) or server.poll() is not None, 300,
+                 f"the Prefect server on port {port}", log)
+        assert server.poll() is None, f"the server exited:\n{tail(log)}"
+        yield url
+    finally:
+        stop(server)
+
+
+def screenshot(browser: str, url: str, path: Path, profile: Path) -> str:
+    """A headless Chromium screenshot of a UI page once its scripts have run; returns the page's DOM."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+             "--window-size=1400,1000", "--virtual-time-budget=20000", f"--user-data-dir={profile}"]
+    subprocess.run([browser, *flags, f"--screenshot={path}", url], capture_output=True, timeout=120)
+    return subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_api")
-def test_a_served_deployment_runs_from_the_api_like_the_ui(tmp_path, sample_model_dir):
+def test_a_run_started_like_the_ui_with_one_field_changed_shows_its_report(tmp_path, sample_model_dir,
+                                                                          dataworth_server):
+    """What an operator does: open the served nightly deployment on a server of its own port, start a
+    run changing one field, and read the report on that run's page."""
+    api = dataworth_server
+    ui = api.removesuffix("/api")
+    assert httpx.get(f"{ui}/ui-settings", timeout=5).json()["api_url"] == api  # the UI talks to this server
     params = nightly_params(tmp_path, sample_model_dir)
     land(params, SAMPLE_SHARDS[0])
+    reports_port = free_port()
     # The runner otherwise looks for new runs every 10 s.
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         serving = subprocess.Popen(
             [str(DATAWORTH), "serve", "--workspace", params.workspace.root, "--landing", params.landing,
-             "--model", params.model.name_or_path, "--timezone", "Europe/Berlin"],
+             "--model", params.model.name_or_path, "--timezone", "Europe/Berlin", "--reports-port", str(reports_port)],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        with get_client(sync_client=True) as client:
+        with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
             deployments = {
-                name: wait_for(partial(client.read_deployment_by_name, name), 60, f"deployment {name}", log)
-                for name in ("nightly-valuation/nightly", "ingest/on-demand", "refresh-fisher/on-demand",
-                             "score/on-demand")
+                name: wait_for(partial(client.read_deployment_by_name, name), 120, f"deployment {name}", log)
+                for name in ("nightly-valuation/nightly", "ingest/ingest-on-demand",
+                             "refresh-fisher/refresh-fisher-on-demand", "score/score-on-demand")
             }
             deployment = deployments["nightly-valuation/nightly"]
-            # The form starts from the served defaults.
-            assert deployment.parameters == {"params": params.model_dump(mode="json")}
-            assert deployment.enforce_parameter_schema and deployment.parameter_openapi_schema["properties"]["params"]
-            assert deployments["score/on-demand"].parameters["params"]["model"] == params.model.model_dump()
+            # The form starts from the served defaults, one field per parameter.
+            assert deployment.parameters == params.model_dump(mode="json")
+            assert deployment.enforce_parameter_schema and deployment.parameter_openapi_schema["properties"]["mode"]
+            assert deployments["score/score-on-demand"].parameters["model"] == params.model.model_dump()
             [schedule] = deployment.schedules
             assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "Europe/Berlin")
 
-            # What the UI's form sends: the whole model as JSON, validated against its schema.
-            form = params.model_dump(mode="json")
+            # A run given one field, as the UI, `prefect deployment run --param` or an automation
+            # sends it: validated against the schema, merged over the deployment's other defaults.
             with pytest.raises(PrefectHTTPStatusError) as refused:
-                client.create_flow_run_from_deployment(deployment.id, parameters={"params": form | {"top_k": 0}})
+                client.create_flow_run_from_deployment(deployment.id, parameters={"top_k": 0})
             assert refused.value.response.status_code in (409, 422)
-
-            flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"params": form | {"top_k": 3}})
+            flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"mode": "relatif"})
             final = wait_for(
                 lambda: (state := client.read_flow_run(flow_run.id).state).is_final() and state,
-                75, "the flow run to finish", log,
+                300, "the flow run to finish", log,
             )
             assert final.is_completed(), f"{final.name}: {final.message}\n{tail(log)}"
-            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=["provider-credit"]),
-                flow_run_id=ArtifactFilterFlowRunId(any_=run_and_its_subflows(client, flow_run.id)),
-            ))
-            [credit] = artifacts
+            ran_with = client.read_flow_run(flow_run.id).parameters
+            assert ran_with["mode"] == "relatif" and ran_with["workspace"] == params.workspace.model_dump()
+            [report] = params.workspace.reports.glob("*/report.json")
+            assert json.loads(report.read_text())["provenance"]["influence_mode"] == "relatif"
+
+            # The report is on the run the operator opened, not only on its `score` subflow.
+            artifacts = {a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))}
+            key = params.workspace.key
+            assert {f"{kind}-{key}" for kind in ("provider-credit", "valuation-report", "valuation-report-html")
+                    } <= set(artifacts)
+            credit = artifacts[f"provider-credit-{key}"]
             landed = {json.loads(line)["provider"] for line in SAMPLE_SHARDS[0].read_text().splitlines()}
             assert {row["provider"] for row in json.loads(credit.data)} == landed  # stored as JSON text
+            assert "# Data contribution report" in artifacts[f"valuation-report-{key}"].data
+            # The HTML report's link opens from a browser on this host (file:// links do not).
+            link = re.fullmatch(r"\[.*\]\((.*)\)", artifacts[f"valuation-report-html-{key}"].data).group(1)
+            assert link.startswith(f"http://127.0.0.1:{reports_port}/")
+            assert "<h1>Data contribution report</h1>" in httpx.get(link, timeout=10).text
+
+        if browser := next((b for b in map(shutil.which, BROWSERS) if b), None):
+            shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+            SCREENSHOTS.mkdir(parents=True)
+            pages = {  # the run form, and the run the operator opens
+                "deployment-form.png": f"{ui}/deployments/deployment/{deployment.id}/run",
+                "run.png": f"{ui}/runs/flow-run/{flow_run.id}",
+            }
+            doms = {name: screenshot(browser, url, SCREENSHOTS / name, tmp_path / "chromium")
+                    for name, url in pages.items()}
+            assert "mode (Optional)" in doms["deployment-form.png"]  # one form field per parameter
+            assert "nightly-valuation" in doms["run.png"] and "Completed" in doms["run.png"]
+            for name in pages:
+                assert (SCREENSHOTS / name).stat().st_size > 20_000, name  # a blank page is a few KB
+
+        # A service manager's SIGTERM stops the serving process, and the reports server with it.
+        serving.terminate()
+        serving.wait(timeout=30)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(link, timeout=2)
     finally:
         stop(serving)
 
