@@ -24,7 +24,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.deployments import build_deployments
 from flows.server import api_url, is_healthy
-from tasks.params import NightlyParams
+from tasks.params import NightlyParams, StabilityPolicy
 
 from .browser import Page, find_browser
 from .flow_fixtures import SAMPLE_SHARDS, land, nightly_params
@@ -61,7 +61,9 @@ def test_a_run_started_like_the_ui_with_one_field_changed_shows_its_report(tmp_p
     api = dataworth_server
     ui = api.removesuffix("/api")
     assert httpx.get(f"{ui}/ui-settings", timeout=5).json()["api_url"] == api  # the UI talks to this server
-    params = nightly_params(tmp_path, sample_model_dir)
+    # Stability measurements are tested elsewhere (tests/test_flows.py): off here, through the file.
+    params = nightly_params(tmp_path, sample_model_dir, stability=StabilityPolicy(enabled=False))
+    (tmp_path / "night.json").write_text(json.dumps({"stability": {"enabled": False}, "mode": "cosine"}))
     land(params, SAMPLE_SHARDS[0])
     reports_port = free_port()
     # The runner otherwise looks for new runs every 10 s.
@@ -69,8 +71,9 @@ def test_a_run_started_like_the_ui_with_one_field_changed_shows_its_report(tmp_p
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         serving = subprocess.Popen(
-            [str(DATAWORTH), "serve", "--workspace", params.workspace.root, "--landing", params.landing,
-             "--model", params.model.name_or_path, "--timezone", "Europe/Berlin", "--reports-port", str(reports_port)],
+            [str(DATAWORTH), "serve", "--params", str(tmp_path / "night.json"), "--mode", params.mode,  # flag wins
+             "--workspace", params.workspace.root, "--landing", params.landing, "--model", params.model.name_or_path,
+             "--timezone", "Europe/Berlin", "--reports-port", str(reports_port)],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
