@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from scoring.results import VARIES_PLURAL
+
 from .brittleness import RANDOM
 
 
@@ -104,7 +106,7 @@ def render_markdown(results: dict) -> str:
     if "stability" in results:
         st = results["stability"]
         parts.append(f"Stability of `{st['method']}`: mean Spearman of the query x provider credit between "
-                     f"{st.get('varies', 'projection seed')}s {st['seeds']}: {st['spearman_mean']:.3f} "
+                     f"{VARIES_PLURAL[st.get('varies', 'projection seed')]} {st['seeds']}: {st['spearman_mean']:.3f} "
                      f"(min {st['spearman_min']:.3f}).")
     for check, field, title in (("lds", "lds", "LDS"), ("lopo", "spearman", "LOPO ρ per query")):
         if check in results and any(results["methods"][n]["damping"] != 0.1 and results["methods"][n]["gradients"]

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 # What a stability measurement redraws: what the credit depends on by chance under each init.
 Varies = Literal["projection seed", "calibration half"]
+VARIES_PLURAL: dict[str, str] = {"projection seed": "projection seeds", "calibration half": "calibration halves"}
 
 
 class Stability(BaseModel):
