@@ -49,8 +49,7 @@ def per_example_gradients(
             w.requires_grad_(True)
         for one in single_examples(batches):
             outputs = objective.forward(model, one)
-            ids = list(one.get("example_ids") or ["0"])
-            losses = (fisher_losses(objective, outputs, one, drawing, ids) if drawing is not None
+            losses = (fisher_losses(objective, outputs, one, drawing, one.get("example_ids")) if drawing is not None
                       else [objective.losses(outputs, one)])
             draws: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
             for i, loss in enumerate(losses):

@@ -29,3 +29,4 @@ class Stability(BaseModel):
     queries: int
     measured_at: datetime
     snapshot: int | None = None  # the store's latest Fisher snapshot when it was measured (what "fresh" means)
+    calibration_examples: int | None = None  # PCA init: examples each variant's PCA was fitted on

@@ -31,13 +31,20 @@ def varies(projection: ProjectionConfig) -> Varies:
     return "calibration half" if projection.init == "pca" else "projection seed"
 
 
+def calibration_size(examples: int, cap: int | None) -> int:
+    """Examples a PCA variant is fitted on: half of them, at most `cap` (the store's
+    calibration_examples), so the measurement redraws data of the size the store was fitted on."""
+    half = max(1, examples // 2)
+    return half if cap is None else min(half, cap)
+
+
 def _variant(model, tokenizer, examples: Sequence[Example], projection: ProjectionConfig, variant: int,
-             fisher: FisherConfig, options: LoggingOptions) -> LoGra:
+             fisher: FisherConfig, options: LoggingOptions, calibration_examples: int | None) -> LoGra:
     """LoGra add-ons for one variant: the seed's random projection, or PCA fitted on the variant's half."""
     if projection.init != "pca":
         return LoGra(model, projection.model_copy(update={"seed": variant}))
     rng = np.random.default_rng(variant)
-    half = sorted(rng.permutation(len(examples))[: max(1, len(examples) // 2)].tolist())
+    half = sorted(rng.permutation(len(examples))[: calibration_size(len(examples), calibration_examples)].tolist())
     projections = fit_pca(model, tokenizer, [examples[i] for i in half], projection, options, fisher=fisher)
     return LoGra(model, projection, projections=projections)
 
@@ -60,14 +67,16 @@ def credit_under(logra: LoGra, tokenizer, examples: Sequence[Example], queries: 
 def credit_stability(model, tokenizer, examples: Sequence[Example], queries: Sequence[Example], *,
                      projection: ProjectionConfig, variants: Sequence[int], fisher: FisherConfig | None = None,
                      mode: InfluenceMode = DEFAULT_MODE, options: LoggingOptions = LoggingOptions(),
-                     snapshot: int | None = None) -> Stability:
-    """Stability of the credit under `variants` of `projection` (seeds, or calibration halves for PCA)."""
+                     snapshot: int | None = None, calibration_examples: int | None = None) -> Stability:
+    """Stability of the credit under `variants` of `projection` (seeds, or calibration halves for PCA,
+    each of at most `calibration_examples`)."""
     if len(variants) < 2:
         raise ValueError("stability needs at least two variants (seeds)")
     fisher = fisher or FisherConfig()
+    fitted_on = calibration_size(len(examples), calibration_examples) if projection.init == "pca" else None
     credits = {}
     for variant in variants:
-        logra = _variant(model, tokenizer, examples, projection, variant, fisher, options)
+        logra = _variant(model, tokenizer, examples, projection, variant, fisher, options, calibration_examples)
         names, credits[variant] = credit_under(logra, tokenizer, examples, queries, fisher=fisher, mode=mode,
                                                options=options)
     pairs = [spearman(credits[a], credits[b]) for a, b in itertools.combinations(variants, 2)]
@@ -80,6 +89,7 @@ def credit_stability(model, tokenizer, examples: Sequence[Example], queries: Seq
         share_spread={name: float(s) for name, s in zip(names, spread)},
         share_spread_median=float(np.median(spread)),
         examples=len(examples), queries=len(queries), measured_at=datetime.now(UTC), snapshot=snapshot,
+        calibration_examples=fitted_on,
     )
 
 

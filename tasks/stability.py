@@ -90,6 +90,7 @@ def measure_stability(params: NightlyParams, variants: Sequence[int], *, snapsho
     stability = credit_stability(
         model, tokenizer, examples, queries, projection=params.projection, variants=variants,
         fisher=lm_fisher(params.fisher), mode=params.mode, options=options, snapshot=snapshot,
+        calibration_examples=params.calibration_examples,
     )
     key = stability_key(params.projection, model_fingerprint(model)["fingerprint"], params.mode)
     path = params.workspace.stability
@@ -109,9 +110,10 @@ def measure_on_demand(params: NightlyParams, variants: Sequence[int]) -> str:
 
 
 def describe(stability: Stability) -> str:
+    fitted = "" if stability.calibration_examples is None else f", PCA fitted on {stability.calibration_examples} each"
     return (f"Spearman of provider credit across {VARIES_PLURAL[stability.varies]} {stability.variants}: mean "
             f"{stability.spearman_mean:.2f}, min {stability.spearman_min:.2f}; shares moved by a median of "
-            f"{stability.share_spread_median:.1%} ({stability.examples} examples, {stability.queries} queries)")
+            f"{stability.share_spread_median:.1%} ({stability.examples} examples{fitted}, {stability.queries} queries)")
 
 
 @task(name="measure-stability")

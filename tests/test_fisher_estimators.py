@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from valuation import ClassificationObjective, FisherConfig, FisherPartial, LoGra, ProjectionConfig
-from valuation.objectives import CausalLMObjective
+from valuation.objectives import CausalLMObjective, content_keys
 
 from .models import lm_batch, tiny_gpt2
 
@@ -102,3 +102,35 @@ def test_a_store_records_the_estimator_auto_stood_for(tmp_path):
     log_into_sink(model, [batch], StoreSink(url, providers="acme"), ProjectionConfig(rank_in=3, rank_out=2),
                   objective=ClassificationObjective())
     assert GradientStore.open(url).attributes.fisher == {"estimator": "exact"}
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["example ids", "no ids"])
+def test_sampled_labels_follow_each_example_not_its_batch(named):
+    """The same examples, batched together or one at a time (so padded to other widths), draw the
+    same labels: each example's id, or without ids its content, seeds its draws over its own
+    tokens, so neither its place in a batch nor the batch's padding moves them."""
+    model = tiny_gpt2(dtype=torch.float32)
+    together = {k: v for k, v in lm_batch([12, 7, 4]).items() if k != "example_ids"}
+    ids = ["a", "b", "c"] if named else None
+    logra = LoGra(model, ProjectionConfig(init="random", rank_in=4, rank_out=4))
+    fisher = FisherConfig(estimator="true", samples=2, sample_seed=5)
+    batched = logra.log_batch(together, ids=ids, fisher=fisher).fisher_rows
+    alone = []
+    for row, length in enumerate([12, 7, 4]):
+        one = {k: v[row : row + 1, :length] for k, v in together.items()}
+        alone.append(logra.log_batch(one, ids=ids[row : row + 1] if ids else None, fisher=fisher).fisher_rows)
+    reordered = {k: v[[2, 0, 1]] for k, v in together.items()}
+    permuted = logra.log_batch(reordered, ids=[ids[i] for i in (2, 0, 1)] if ids else None, fisher=fisher).fisher_rows
+    logra.remove()
+    torch.testing.assert_close(torch.cat(alone), batched, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(permuted, batched[[2, 0, 1]], rtol=1e-4, atol=1e-6)
+
+
+def test_without_ids_the_content_names_tell_examples_apart_and_ignore_padding():
+    batch = {k: v for k, v in lm_batch([12, 7, 7]).items() if k != "example_ids"}
+    keys = content_keys(batch, 3)
+    narrow = content_keys({k: v[1:2, :7] for k, v in batch.items()}, 1)
+    assert len(set(keys)) == 3 and narrow == keys[1:2]
+    _, labelled = classifier_and_batch()
+    relabelled = {**labelled, "labels": labelled["labels"].flip(0)}
+    assert content_keys(labelled, 6) != content_keys(relabelled, 6)

@@ -48,6 +48,14 @@ def test_pca_varies_the_calibration_half(sample):
     assert result.varies == "calibration half"
     # The same half twice agrees perfectly; another half moves the credit a little.
     assert result.spearman_min < result.spearman_mean < 1.0
+    assert result.calibration_examples == 30
+
+
+def test_pca_halves_are_cut_to_the_stores_calibration_size(sample):
+    model, tokenizer, examples, queries = sample
+    result = credit_stability(model, tokenizer, examples, queries, projection=ProjectionConfig(rank_in=4, rank_out=4),
+                              variants=[1, 2], calibration_examples=8)
+    assert result.calibration_examples == 8 and result.examples == 60
 
 
 def save(params: NightlyParams, store: GradientStore, **changes) -> None:

@@ -11,7 +11,7 @@ k_out + SKETCH_OVERSAMPLE columns (d x m numbers, accumulated as g^T (g Omega)),
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -106,8 +106,7 @@ def kfac_covariances(
             if fisher is None or resolve_fisher(fisher, objective).estimator == "empirical":
                 torch.autograd.grad(objective.losses(outputs, batch).sum(), weights, allow_unused=True)
             else:
-                ids: Sequence[str] = batch.get("example_ids") or [str(i) for i in range(outputs.shape[0])]
-                draws = fisher_losses(objective, outputs, batch, fisher, ids)
+                draws = fisher_losses(objective, outputs, batch, fisher, batch.get("example_ids"))
                 for i, draw in enumerate(draws):  # each draw's output gradients add to S
                     torch.autograd.grad(draw.sum(), weights, retain_graph=i < len(draws) - 1, allow_unused=True)
             tokens += int(mask.sum()) if mask is not None else outputs.shape[0]

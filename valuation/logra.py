@@ -193,7 +193,8 @@ class LoGra:
         Fisher), return projected gradients.
 
         `ids` (or else `batch["example_ids"]`), one string per example, come back with the rows,
-        name examples in errors and seed the sampled labels per example. Under float16 autocast
+        name examples in errors and seed the sampled labels per example (without ids, each
+        example's content seeds them, so the Fisher does not depend on batching). Under float16 autocast
         the losses are scaled by `loss_scale` (default 1024) so small gradients do not underflow;
         rows are unscaled before returning.
         """
@@ -217,9 +218,8 @@ class LoGra:
         rows = self.pop_rows().rows / loss_scale
         fisher_rows = rows
         if drawn:
-            names = ids or [str(i) for i in range(outputs.shape[0])]
             with autocast:
-                draws = fisher_losses(objective, outputs, batch, fisher, names)
+                draws = fisher_losses(objective, outputs, batch, fisher, ids)
             parts = []
             for i, draw in enumerate(draws):
                 last = i == len(draws) - 1

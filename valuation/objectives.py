@@ -31,14 +31,45 @@ def example_generator(seed: int, example_id: str, device: torch.device) -> torch
     return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def _sample_classes(logits: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """One class per row of logits[b, ..., C], example b drawn with generators[b]."""
+def content_keys(batch: Batch, size: int) -> list[str]:
+    """A name for each example of a batch that carries no `example_ids`: a hash of its own
+    tensors, padding cut off by the attention mask, so the name (and the labels drawn with it)
+    stays the same whatever batch the example sits in and however wide that batch is padded.
+    Two examples with the same content get the same name."""
+    tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor) and v.dim() > 0 and len(v) == size}
+    if not tensors:
+        raise ValueError("a batch without example_ids needs per-example tensors to name its examples by")
+    mask = batch.get("attention_mask")
+    keep = mask.bool().cpu() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+    keys = []
+    for row in range(size):
+        digest = hashlib.sha256()
+        for name in sorted(tensors):
+            part = tensors[name][row].detach().cpu()
+            if keep is not None and part.dim() >= 1 and part.shape[0] == keep.shape[1]:
+                part = part[keep[row]]
+            digest.update(f"{name}:{part.dtype}:{tuple(part.shape)}:".encode())
+            digest.update(part.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        keys.append("content:" + digest.hexdigest())
+    return keys
+
+
+def _sample_classes(
+    logits: torch.Tensor, generators: Sequence[torch.Generator], keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One class per row of logits[b, ..., C], example b drawn with generators[b], only where
+    `keep[b]` (elsewhere 0): an example's draws then depend on its own positions alone, not on
+    how far a batch pads it (the generator's stream would shift with the padded count)."""
+    if len(generators) != len(logits):
+        raise ValueError(f"{len(generators)} generators for a batch of {len(logits)} examples")
     probs = logits.detach().float().softmax(-1)
-    draws = [
-        torch.multinomial(p.reshape(-1, p.shape[-1]), 1, generator=g).reshape(p.shape[:-1])
-        for p, g in zip(probs, generators, strict=True)
-    ]
-    return torch.stack(draws)
+    drawn = torch.zeros(probs.shape[:-1], dtype=torch.long, device=probs.device)
+    for b, g in enumerate(generators):
+        p = probs[b].reshape(-1, probs.shape[-1])
+        at = keep[b].reshape(-1) if keep is not None else torch.ones(len(p), dtype=torch.bool, device=p.device)
+        if at.any():
+            drawn[b].view(-1)[at] = torch.multinomial(p[at], 1, generator=g).squeeze(-1)
+    return drawn
 
 
 class Objective(Protocol):
@@ -68,7 +99,7 @@ class CausalLMObjective:
 
     def sampled_losses(self, outputs, batch, generators):
         targets = batch["labels"][:, 1:]
-        sampled = _sample_classes(outputs[:, :-1], generators)
+        sampled = _sample_classes(outputs[:, :-1], generators, keep=targets != IGNORE_INDEX)
         labels = batch["labels"].clone()
         labels[:, 1:] = torch.where(targets == IGNORE_INDEX, targets, sampled)
         return self._summed_ce(outputs, labels)
@@ -122,20 +153,26 @@ def resolve_fisher(fisher: FisherConfig | None, objective: Objective) -> FisherC
 
 
 def fisher_losses(
-    objective: Objective, outputs: torch.Tensor, batch: Batch, fisher: FisherConfig, example_ids: Sequence[str]
+    objective: Objective,
+    outputs: torch.Tensor,
+    batch: Batch,
+    fisher: FisherConfig,
+    example_ids: Sequence[str] | None = None,
 ) -> list[torch.Tensor]:
     """Per-example losses, one vector per draw, whose gradients g_d give the example's Fisher term
     as sum_d g_d g_d^T (the weights are folded into the losses).
 
     true: `fisher.samples` label draws from the model, each weighted 1/sqrt(S), from generators
-    tied to each example id (so batching does not change the draws). exact: every class c
+    tied to each example id (so batching does not change the draws; without ids, to each
+    example's content, `content_keys`). exact: every class c
     weighted sqrt(p_c), i.e. E_{y~p}[g_y g_y^T] without sampling noise; on a well-fit classifier
     one sampled label is almost always the data label, and the rare other draw dominates the sum.
     auto: whichever of the two `resolve_fisher` picks for the objective.
     """
     fisher = resolve_fisher(fisher, objective)
     if fisher.estimator == "true":
-        gens = [example_generator(fisher.sample_seed, n, outputs.device) for n in example_ids]
+        names = example_ids if example_ids is not None else content_keys(batch, outputs.shape[0])
+        gens = [example_generator(fisher.sample_seed, n, outputs.device) for n in names]
         scale = 1.0 / math.sqrt(fisher.samples)
         return [objective.sampled_losses(outputs, batch, gens) * scale for _ in range(fisher.samples)]
     if fisher.estimator == "exact":
