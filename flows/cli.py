@@ -14,6 +14,7 @@ examples:
   dataworth run nightly --landing /data/new --queries q.jsonl --model ./my-model
   dataworth run nightly --workspace /srv/val --params night.json --mode relatif   # flags win over the file
   dataworth run nightly --workspace /srv/new --rank 32 --init pca --estimator empirical --batch-size 8
+  dataworth run nightly --workspace /srv/new --eos add   # an EOS after every text, as GPT-2 was trained
   dataworth run ingest --workspace /srv/val  # only log and commit new shards
   dataworth run refresh-fisher --force       # recompute the Fisher snapshot now
   dataworth server                           # Prefect server + UI on http://127.0.0.1:4200
@@ -44,6 +45,7 @@ FLAG_FIELDS = {
     "workspace": ["workspace.root"], "landing": ["landing"], "queries": ["queries"], "mode": ["mode"],
     "top_k": ["top_k"], "model": ["model.name_or_path"], "device": ["model.device"],
     "batch_size": ["model.batch_size"], "max_length": ["model.max_length"], "precision": ["model.precision"],
+    "bos": ["model.bos"], "eos": ["model.eos"],
     "rank": ["projection.rank_in", "projection.rank_out"], "init": ["projection.init"],
     "estimator": ["fisher.estimator"], "damping": ["fisher.damping"], "force": ["refresh.force"],
 }
@@ -60,6 +62,14 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="model.batch_size: examples per pass")
     parser.add_argument("--max-length", type=int, help="model.max_length: tokens per example")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="model.precision")
+    parser.add_argument("--bos", choices=["auto", "add", "omit"],
+                        help="model.bos: BOS before each text and prompt; auto (the default): as the model's "
+                        "tokenizer adds it (its config), add: always its bos_token, omit: none; tokenise as "
+                        "the model was trained (a new store; an existing one keeps its own)")
+    parser.add_argument("--eos", choices=["auto", "add", "omit"],
+                        help="model.eos: EOS ending each text and each response; auto (the default): what the "
+                        "tokenizer adds after a text and its eos_token after responses, add: always its "
+                        "eos_token, omit: none (a new store; an existing one keeps its own)")
     parser.add_argument("--rank", type=int, help="projection.rank_in and rank_out of a new store")
     parser.add_argument("--init", choices=["random", "pca"], help="projection.init of a new store")
     parser.add_argument("--estimator", choices=["auto", "empirical", "true", "exact"],

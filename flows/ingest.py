@@ -46,7 +46,7 @@ def ingest(
         return Failed(message=discovered.message)  # e.g. no such landing location: nothing to do
     found = discovered.result()
     store = open_store(params.workspace.store_url, read_only=True)
-    if store is not None and (conflict := settings_conflict(store, params.projection, params.fisher)):
+    if store is not None and (conflict := settings_conflict(store, params)):
         logger.error(conflict)
         return Failed(message=conflict)
     committed = {e.shard_hash for e in store.manifest} if store else set()

@@ -72,7 +72,7 @@ def nightly_valuation(
     params = NightlyParams(**locals())  # the parameters as the subflows take them, before any other name exists
     logger = get_run_logger()
     existing = open_store(params.workspace.store_url, read_only=True)
-    if existing is not None and (conflict := settings_conflict(existing, params.projection, params.fisher)):
+    if existing is not None and (conflict := settings_conflict(existing, params)):
         logger.error(conflict)
         return Failed(message=conflict)
     ingest_state = ingest(**flow_kwargs(params.ingest()), return_state=True)

@@ -36,7 +36,7 @@ class Provenance(_Model):
     influence_mode: str
     max_length: int  # tokens per example, longer ones cut from the right
     precision: str  # of the query gradients (fp32, bf16 or fp16 autocast); the nightly logs rows alike
-    tokenization: dict  # special tokens added, EOS after responses (valuation.data.encoding_settings)
+    tokenization: dict  # the bos/eos setting and the special tokens it gave (valuation.data.encoding_settings)
     query_set_sha256: str
     code_version: str  # git:<describe> of a checkout, else the package version
     created_at: datetime

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from sample import QUERIES_PATH, SHARDS_DIR
-from valuation.data import EncodedExample, Example, batches, collate, encode_example, read_jsonl
+from valuation.data import EncodedExample, Encoder, Example, batches, collate, read_jsonl
 from valuation.objectives import IGNORE_INDEX, CausalLMObjective
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,8 @@ def train_sample_model(examples: list[Example], config: SampleModelConfig = Samp
     started = time.perf_counter()
     tokenizer = train_tokenizer([_full_text(e) for e in examples], config.vocab_size)
     eot = tokenizer.eos_token_id
-    encoded = [encode_example(tokenizer, e, config.max_length) for e in examples]
+    encoder = Encoder(tokenizer, config.max_length)
+    encoded = [encoder.encode(e) for e in examples]
     model = build_gpt2(config.shape(len(tokenizer)), seed=config.seed, pad_id=eot)
     initial_loss = _per_token_loss(model, encoded, config.batch_size, eot)
     model = fit_gpt2(model, encoded, eot, config, config.seed, progress="training sample model")

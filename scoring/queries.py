@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from storage import GradientStore
 from storage.snapshots import StoredSnapshot
 from valuation.config import InfluenceMode
-from valuation.data import Example, parse_jsonl
+from valuation.data import Encoder, Example, parse_jsonl
 from valuation.influence import PreconditionedQueries, safe_rsqrt
 from valuation.logra import LoGra
 from valuation.pipeline import LoggingOptions, log_examples
@@ -68,16 +68,18 @@ class QuerySet:
         return cls(str(url), digest, examples)
 
 
-def greedy_generator(model, tokenizer, max_new_tokens: int) -> Generator:
-    """The model's own greedy continuation of a prompt: the output whose sources we then value."""
+def greedy_generator(model, encoder: Encoder, max_new_tokens: int) -> Generator:
+    """The model's own greedy continuation of a prompt, tokenised as valuation tokenises a
+    prompt (`encoder`'s BOS): the output whose sources we then value."""
     device = next(model.parameters()).device
+    tokenizer = encoder.tokenizer
 
     def generate(prompt: str) -> str:
-        inputs = tokenizer(prompt, return_tensors="pt").to(device)
+        input_ids = torch.tensor([encoder.prompt(prompt)], device=device)
         with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.eos_token_id)
-        return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                 max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+        return tokenizer.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True)
 
     return generate
 

@@ -76,6 +76,10 @@ class StoreAttributes(BaseModel):
     # What a PCA projection was fitted on (shards, example count, content hash); None for random
     # projections, and for stores made before it was recorded.
     calibration: dict[str, Any] | None = None
+    # The BOS/EOS setting its rows were tokenised with and the special tokens it resolved to
+    # (valuation.data.Encoder.identity); None for stores made before it was recorded, whose rows
+    # got the tokenizer's own (bos and eos "auto").
+    encoding: dict[str, Any] | None = None
 
     @property
     def fisher_estimator(self) -> str:

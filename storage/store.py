@@ -159,12 +159,14 @@ class GradientStore:
         projections: Mapping[str, tuple[Any, Any]] | None = None,
         fisher: FisherConfig | None = None,
         calibration: dict[str, Any] | None = None,
+        encoding: dict[str, Any] | None = None,
     ) -> GradientStore:
         """A new, empty store. Raises StoreExistsError if one is there already.
 
         `projections` ((P_in, P_out) per module) must be given for data-dependent (PCA) projections:
         later loggers and queries rebuild the same add-ons from them. `calibration` says what they
-        were fitted on (kept in the store's attributes and shown in reports)."""
+        were fitted on (kept in the store's attributes and shown in reports); `encoding` how the rows'
+        examples were tokenised (valuation.data.Encoder.identity), so rows tokenised otherwise are refused."""
         codec = codec or CodecConfig()
         if projections is not None:
             projections = checked_projections(spec, projections)
@@ -180,6 +182,7 @@ class GradientStore:
             code_version=code_version(),
             fisher=fisher_identity(fisher),
             calibration=calibration,
+            encoding=encoding,
         )
         with committer_lock(location, lock_timeout):
             root = _new_root(location, attrs.created_at)

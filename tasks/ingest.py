@@ -24,7 +24,7 @@ from valuation.sink import LogSession
 
 from .calibration import calibration_sample
 from .failures import fails_in_one_line, is_transient, one_line, retry_if_transient
-from .models import fit_pca, lm_fisher, load_for_logging
+from .models import encoding_identity, fit_pca, lm_fisher, load_for_logging
 from .params import IngestParams
 from .planning import ShardOutcome
 from .progress import RunProgress
@@ -123,6 +123,7 @@ def prepare_store(params: IngestParams, shards: list[ValidatedShard]) -> str:
     """
     store = open_store(params.workspace.store_url)
     if store is None:
+        encoding = encoding_identity(params.model, params.workspace)  # before the PCA pass: a bad setting fails fast
         projections, record = None, None
         if params.projection.init == "pca":
             examples, record = calibration_sample(shards, params.calibration_examples)
@@ -140,7 +141,7 @@ def prepare_store(params: IngestParams, shards: list[ValidatedShard]) -> str:
         try:
             store = GradientStore.create(params.workspace.store_url, loaded.logra.spec, loaded.fingerprint,
                                          projections=projections, fisher=lm_fisher(params.fisher),
-                                         calibration=record.model_dump() if record else None)
+                                         calibration=record.model_dump() if record else None, encoding=encoding)
         except StoreExistsError:  # another run created it meanwhile: its projection rules
             store = GradientStore.open(params.workspace.store_url)
     return store.url

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from sample.model import prepare_sample_model
 from valuation import FisherConfig, LoGra, ProjectionConfig
-from valuation.data import Example
+from valuation.data import Encoder, Example
 from valuation.fingerprint import model_fingerprint
 from valuation.pipeline import LoggingOptions, autocast_dtype_for, resolve_device
 from valuation.pipeline import fit_pca as pca_from_examples
@@ -36,8 +36,7 @@ class LoadedModel:
     lock: threading.Lock
 
     def logging_options(self, params: ModelParams) -> LoggingOptions:
-        return LoggingOptions(params.batch_size, fitted_max_length(params.max_length, self.model, self.tokenizer),
-                              self.autocast_dtype)
+        return logging_options(params, self.model, self.tokenizer, self.autocast_dtype)
 
 
 _cache: dict[tuple, LoadedModel] = {}
@@ -53,6 +52,20 @@ def _looks_like_a_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
+def _from_pretrained(auto, path_or_name: str | Path):
+    name = str(path_or_name)
+    local = Path(name).expanduser().exists()
+    if not local and _looks_like_a_path(name):
+        raise ModelNotFoundError(f"model directory {name!r} does not exist (model.name_or_path: a directory "
+                                 f"saved with save_pretrained, or {SAMPLE_MODEL!r})")
+    try:
+        return auto.from_pretrained(path_or_name, local_files_only=local)
+    except OSError as err:  # transformers' word for a missing directory, file or hub model
+        if is_transient(err):
+            raise
+        raise ModelNotFoundError(f"cannot load model {name!r}: {' '.join(str(err).split())}") from None
+
+
 def load_model(path_or_name: str | Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """(model in eval mode, tokenizer) by `from_pretrained`, as for any causal LM.
 
@@ -60,21 +73,14 @@ def load_model(path_or_name: str | Path) -> tuple[torch.nn.Module, PreTrainedTok
     than a download; a hub name follows the usual transformers settings (HF_HUB_OFFLINE).
     Raises ModelNotFoundError, in one line, when there is no such directory or model.
     """
-    name = str(path_or_name)
-    local = Path(name).expanduser().exists()
-    if not local and _looks_like_a_path(name):
-        raise ModelNotFoundError(f"model directory {name!r} does not exist (model.name_or_path: a directory "
-                                 f"saved with save_pretrained, or {SAMPLE_MODEL!r})")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path_or_name, local_files_only=local)
-        tokenizer = AutoTokenizer.from_pretrained(path_or_name, local_files_only=local)
-    except OSError as err:  # transformers' word for a missing directory, file or hub model
-        if is_transient(err):
-            raise
-        raise ModelNotFoundError(f"cannot load model {name!r}: {' '.join(str(err).split())}") from None
     # An nn.Module to the type checker: transformers' wrapped `to` confuses its signature.
-    module: torch.nn.Module = model
-    return module.eval(), tokenizer
+    module: torch.nn.Module = _from_pretrained(AutoModelForCausalLM, path_or_name)
+    return module.eval(), load_tokenizer(path_or_name)
+
+
+def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
+    """The model's tokenizer alone (as load_model reads it), for what needs no weights."""
+    return _from_pretrained(AutoTokenizer, path_or_name)
 
 
 def context_length(model: torch.nn.Module, tokenizer) -> int | None:
@@ -103,6 +109,20 @@ def fitted_max_length(max_length: int, model: torch.nn.Module, tokenizer) -> int
     return limit
 
 
+def logging_options(params: ModelParams, model: torch.nn.Module, tokenizer,
+                    autocast_dtype: torch.dtype | None = None) -> LoggingOptions:
+    """How this model's examples become rows: the same for training shards, queries, stability and
+    the PCA calibration, so all of them are tokenised alike."""
+    return LoggingOptions(params.batch_size, fitted_max_length(params.max_length, model, tokenizer), autocast_dtype,
+                          params.special_tokens)
+
+
+def encoding_identity(params: ModelParams, workspace: Workspace) -> dict:
+    """The special tokens `params` give this model's examples (Encoder.identity), from its tokenizer
+    alone; a one-line ValueError when the setting asks for a token the tokenizer lacks."""
+    return Encoder(load_tokenizer(model_path(params, workspace)), params.max_length, params.special_tokens).identity()
+
+
 def _logger():
     try:
         return get_run_logger()
@@ -128,7 +148,7 @@ def fit_pca(params: IngestParams, examples: list[Example]) -> dict[str, tuple[to
     of the model (the cached one may carry add-ons already)."""
     model, tokenizer = load_model(model_path(params.model, params.workspace))
     model = model.to(resolve_device(params.model.device)).eval()
-    options = LoggingOptions(params.model.batch_size, fitted_max_length(params.model.max_length, model, tokenizer))
+    options = logging_options(params.model, model, tokenizer)
     return dict(pca_from_examples(model, tokenizer, examples, params.projection, options,
                                   fisher=lm_fisher(params.fisher)))
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegative
 from sample import QUERIES_PATH, SHARDS_DIR
 from scoring.engine import TASK_ROWS
 from valuation.config import DEFAULT_MODE, FisherConfig, InfluenceMode, ProjectionConfig
+from valuation.data import SpecialTokenRule, SpecialTokens
 
 SAMPLE_MODEL = "sample"
 
@@ -89,6 +90,19 @@ class ModelParams(BaseModel):
     batch_size: int = Field(default=16, ge=1, description="examples per forward/backward pass; lower it when "
                             "memory runs out")
     max_length: int = Field(default=256, ge=8, description="tokens per example; longer are truncated")
+    bos: SpecialTokenRule = Field(
+        default="auto", description="BOS before each text and prompt: auto (what the tokenizer adds, as the "
+        "model's config says), add (always its bos_token), omit (none); an existing store keeps its own",
+    )
+    eos: SpecialTokenRule = Field(
+        default="auto", description="EOS ending each text and each response: auto (what the tokenizer adds "
+        "after a text, and its eos_token after responses), add (always its eos_token), omit (none); "
+        "an existing store keeps its own",
+    )
+
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        return SpecialTokens(bos=self.bos, eos=self.eos)
 
 
 class RefreshPolicy(BaseModel):

@@ -32,6 +32,7 @@ from .models import LoadedModel, load_for_logging
 from .params import SAMPLE_MODEL, ScoreParams, Workspace
 from .progress import DaskProgress
 from .stability import saved_stability
+from .store_settings import query_encoding_conflict
 
 # Base URL at which a web server serves the workspace's reports directory (`dataworth serve` sets it
 # for the runs it starts): the UI links the HTML report there, since browsers do not open file://
@@ -82,7 +83,7 @@ def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet
 
     counts = store.provider_row_counts()
     fisher = scores.snapshot.fisher
-    max_length = loaded.logging_options(params.model).max_length
+    options = loaded.logging_options(params.model)
     name = params.model.name_or_path
     provenance = Provenance(
         model_name=name if name == SAMPLE_MODEL else location_name(name),
@@ -96,9 +97,9 @@ def assemble_report(store: GradientStore, scores: StoreScores, queries: QuerySet
         fisher_snapshot=scores.snapshot.version,
         fisher={**store.attributes.fisher, "damping": fisher.alpha},
         influence_mode=params.mode,
-        max_length=max_length,
+        max_length=options.max_length,
         precision=precision_name(loaded),
-        tokenization=encoding_settings(loaded.tokenizer, max_length),
+        tokenization=encoding_settings(options.encoder(loaded.tokenizer)),
         query_set_sha256=queries.sha256,
         code_version=code_version(),
         created_at=datetime.now(UTC),
@@ -162,14 +163,17 @@ def score_and_report(params: ScoreParams) -> ScoreOutcome:
     store = GradientStore.open(params.workspace.store_url, read_only=True)
     loaded = load_for_logging(params.model, params.workspace, store.spec.config, store.projections())
     store.check_compatible(loaded.logra.spec, loaded.fingerprint)
+    if conflict := query_encoding_conflict(store, params.model, params.workspace):
+        raise ValueError(conflict)
+    logging = loaded.logging_options(params.model)
     generate = None
     if params.generate_max_new_tokens:
-        generate = greedy_generator(loaded.model, loaded.tokenizer, params.generate_max_new_tokens)
+        generate = greedy_generator(loaded.model, logging.encoder(loaded.tokenizer), params.generate_max_new_tokens)
     queries = QuerySet.load(params.queries, generate)
     with loaded.lock:
         options = ScoreOptions(
             mode=params.mode, snapshot_version=params.snapshot, top_k=params.top_k, task_rows=params.task_rows,
-            dask_address=params.dask_address, logging=loaded.logging_options(params.model),
+            dask_address=params.dask_address, logging=logging,
         )
         logger.info("scoring %d queries against %d rows", len(queries.examples), store.n_rows)
         with DaskProgress(logger, f"scan of {store.n_rows} rows"):

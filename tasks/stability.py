@@ -18,11 +18,11 @@ from scoring.stability import credit_stability, stability_key
 from storage import GradientStore
 from valuation.data import Example
 from valuation.fingerprint import model_fingerprint
-from valuation.pipeline import LoggingOptions, autocast_dtype_for, resolve_device
+from valuation.pipeline import autocast_dtype_for, resolve_device
 
 from .failures import fails_in_one_line
 from .ingest import open_store
-from .models import fitted_max_length, lm_fisher, load_model, model_path
+from .models import lm_fisher, load_model, logging_options, model_path
 from .params import NightlyParams
 from .shards import discover_shards, validate_shard
 
@@ -85,8 +85,7 @@ def measure_stability(params: NightlyParams, variants: Sequence[int], *, snapsho
     model = model.to(device)
     examples = landing_examples(params.landing, max_examples)
     queries = QuerySet.load(params.queries).examples
-    options = LoggingOptions(params.model.batch_size, fitted_max_length(params.model.max_length, model, tokenizer),
-                             autocast_dtype_for(device, params.model.precision))
+    options = logging_options(params.model, model, tokenizer, autocast_dtype_for(device, params.model.precision))
     stability = credit_stability(
         model, tokenizer, examples, queries, projection=params.projection, variants=variants,
         fisher=lm_fisher(params.fisher), mode=params.mode, options=options, snapshot=snapshot,

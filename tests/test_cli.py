@@ -116,12 +116,13 @@ def test_flags_override_the_params_file_field_by_field(tmp_path, capsys):
     params = _flow_params(build_parser().parse_args([
         "run", "nightly", "--params", str(night), "--workspace", str(tmp_path / "ws"), "--mode", "relatif",
         "--rank", "32", "--batch-size", "2", "--max-length", "64", "--precision", "fp32",
-        "--estimator", "empirical", "--damping", "0.3", "--init", "random",
+        "--estimator", "empirical", "--damping", "0.3", "--init", "random", "--bos", "add", "--eos", "omit",
     ]))
     assert params.workspace.root == str(tmp_path / "ws")  # the file's workspace won before
     assert (params.mode, params.top_k) == ("relatif", 7)  # a flag wins; the file's other fields stay
     assert params.model.model_dump(include={"name_or_path", "batch_size", "max_length", "precision"}) == {
         "name_or_path": "/file/model", "batch_size": 2, "max_length": 64, "precision": "fp32"}
+    assert (params.model.bos, params.model.eos) == ("add", "omit")
     assert (params.projection.rank_in, params.projection.rank_out, params.projection.init) == (32, 32, "random")
     assert (params.fisher.estimator, params.fisher.damping) == ("empirical", 0.3)
     assert not params.refresh.force

@@ -4,11 +4,19 @@ import json
 
 import pytest
 import torch
-from tokenizers.processors import TemplateProcessing
 
 from sample.model import load_sample_corpus, train_tokenizer
-from tests.models import tiny_gpt2
-from valuation.data import EncodedExample, Example, batches, collate, encode_example, encoding_settings, read_jsonl
+from tests.models import gpt2_style_tokenizer, llama_style_tokenizer, tiny_gpt2, tokenizer_without_bos
+from valuation.data import (
+    EncodedExample,
+    Encoder,
+    Example,
+    SpecialTokens,
+    batches,
+    collate,
+    encoding_settings,
+    read_jsonl,
+)
 from valuation.objectives import IGNORE_INDEX, CausalLMObjective
 
 
@@ -90,17 +98,17 @@ def test_sample_corpus_reads_cleanly():
     assert sum(e.is_pair for e in corpus) == 40
 
 
-# --- encode_example ------------------------------------------------------------------------
+# --- Encoder ------------------------------------------------------------------------------
 
 
 def test_text_is_labelled_on_every_token():
-    encoded = encode_example(CharTokenizer(), Example(id="t", text="abc"), max_length=16)
+    encoded = Encoder(CharTokenizer(), 16).encode(Example(id="t", text="abc"))
     assert encoded == EncodedExample("t", ids("abc"), ids("abc"))
 
 
 def test_pair_masks_the_prompt_and_ends_the_response_with_eos():
     tok = CharTokenizer(bos_token_id=1, eos_token_id=2)
-    encoded = encode_example(tok, Example(id="p", prompt="ab", response="xyz"), max_length=16)
+    encoded = Encoder(tok, 16).encode(Example(id="p", prompt="ab", response="xyz"))
     assert encoded.input_ids == [1, *ids("ab"), *ids("xyz"), 2]  # BOS once, before the prompt only
     assert encoded.labels == [IGNORE_INDEX] * 3 + ids("xyz") + [2]
 
@@ -108,27 +116,92 @@ def test_pair_masks_the_prompt_and_ends_the_response_with_eos():
 def test_pair_with_a_real_tokenizer_is_labelled_on_response_tokens_only():
     tok = train_tokenizer(["How many grams in 2 kg? Answer: 2000 grams."] * 3, vocab_size=300)
     example = Example(id="qa", prompt="How many grams in 2 kg?", response=" Answer: 2000 grams.")
-    encoded = encode_example(tok, example, max_length=64)
+    encoded = Encoder(tok, 64).encode(example)
     n_prompt = len(tok(example.prompt)["input_ids"])
     assert encoded.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
     assert encoded.labels[n_prompt:] == encoded.input_ids[n_prompt:]
     assert tok.decode(encoded.labels[n_prompt:]) == example.response + "<|endoftext|>"
 
 
-def test_encoding_settings_name_the_special_tokens_added():
-    tok = train_tokenizer(["some text to learn a few tokens from"] * 3, vocab_size=300)
-    settings = encoding_settings(tok, 64)
-    assert settings["special_tokens_added"] == [] and settings["eos_after_response"] == "<|endoftext|>"
-    # A tokenizer that puts a BOS before every text, as Llama's does.
-    tok._tokenizer.post_processor = TemplateProcessing(
-        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", tok.eos_token_id)])
-    assert encoding_settings(tok, 64)["special_tokens_added"] == ["<|endoftext|>"]
+# --- special tokens (bos / eos) ------------------------------------------------------------
+
+def encoded_before_the_setting(tok, example, max_length):
+    """encode_example as it was before bos/eos could be set: the ids existing stores were logged with."""
+    if example.is_pair:
+        prompt = tok(example.prompt)["input_ids"]
+        response = tok(example.response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        return (prompt + response)[:max_length], ([IGNORE_INDEX] * len(prompt) + response)[:max_length]
+    ids = tok(example.text)["input_ids"][:max_length]
+    return ids, ids
+
+
+@pytest.mark.parametrize("make", [gpt2_style_tokenizer, llama_style_tokenizer,
+                                  lambda: llama_style_tokenizer("<s> $A </s>")], ids=["gpt2", "llama", "bos-and-eos"])
+def test_auto_gives_exactly_the_ids_of_before_the_setting(make):
+    tok, corpus = make(), load_sample_corpus()
+    encoder = Encoder(tok, 256, SpecialTokens(bos="auto", eos="auto"))
+    for example in corpus:
+        encoded = encoder.encode(example)
+        assert (encoded.input_ids, encoded.labels) == encoded_before_the_setting(tok, example, 256), example.id
+
+
+def test_add_on_gpt2_puts_the_bos_first_and_the_eos_last():
+    tok = gpt2_style_tokenizer()
+    plain = tok("Emma woke early.", add_special_tokens=False)["input_ids"]
+    text = Example(id="t", text="Emma woke early.")
+    assert Encoder(tok, 64).encode(text).input_ids == plain  # auto: GPT-2 adds nothing
+    encoded = Encoder(tok, 64, SpecialTokens(bos="add", eos="add")).encode(text)
+    assert encoded.input_ids == [tok.bos_token_id, *plain, tok.eos_token_id] == encoded.labels
+
+
+def test_omit_on_a_bos_adding_tokenizer_removes_it():
+    tok = llama_style_tokenizer()
+    plain = tok("Emma woke early.", add_special_tokens=False)["input_ids"]
+    text = Example(id="t", text="Emma woke early.")
+    assert Encoder(tok, 64).encode(text).input_ids == [tok.bos_token_id, *plain]
+    assert Encoder(tok, 64, SpecialTokens(bos="omit")).encode(text).input_ids == plain
+    assert Encoder(tok, 64, SpecialTokens(bos="add")).ids == Encoder(tok, 64).ids  # its own BOS is <s> already
+
+
+def test_add_on_a_tokenizer_without_that_token_is_one_line_naming_it():
+    tok = tokenizer_without_bos()
+    with pytest.raises(ValueError, match=rf"^tokenizer {type(tok).__name__} has no BOS token: bos 'add' needs one;"
+                       r" use 'auto' or 'omit'$"):
+        Encoder(tok, 64, SpecialTokens(bos="add"))
+    Encoder(tokenizer_without_bos(), 64, SpecialTokens(bos="omit", eos="add"))  # its EOS is there
+
+
+@pytest.mark.parametrize(("special", "prompt_start", "response_end"), [
+    (SpecialTokens(), ["<s>"], ["</s>"]),
+    (SpecialTokens(bos="omit", eos="add"), [], ["</s>"]),
+    (SpecialTokens(bos="add", eos="omit"), ["<s>"], []),
+])
+def test_a_pair_is_labelled_on_its_response_and_ends_as_eos_says(special, prompt_start, response_end):
+    tok = llama_style_tokenizer()
+    example = Example(id="qa", prompt="How many grams in 2 kg?", response=" 2000 grams.")
+    prompt = tok.convert_tokens_to_ids(prompt_start) + tok(example.prompt, add_special_tokens=False)["input_ids"]
+    response = tok(example.response, add_special_tokens=False)["input_ids"] + tok.convert_tokens_to_ids(response_end)
+    encoded = Encoder(tok, 64, special).encode(example)
+    assert encoded.input_ids == prompt + response
+    assert encoded.labels == [IGNORE_INDEX] * len(prompt) + response  # the prompt and its BOS carry no loss
+
+
+def test_encoding_settings_name_the_setting_and_the_tokens_it_resolves_to():
+    tok = llama_style_tokenizer()
+    settings = encoding_settings(Encoder(tok, 64, SpecialTokens(eos="add")))
+    assert settings == {
+        "tokenizer": type(tok).__name__, "bos": "auto", "eos": "add",
+        "special_tokens": {"text_start": ["<s>"], "text_end": ["</s>"], "prompt_end": [], "response_end": ["</s>"]},
+        "max_length": 64, "truncation": "right",
+    }
+    gpt2 = encoding_settings(Encoder(gpt2_style_tokenizer(), 64))["special_tokens"]
+    assert gpt2 == {"text_start": [], "text_end": [], "prompt_end": [], "response_end": ["<|endoftext|>"]}
 
 
 def test_truncation_keeps_the_start():
     tok = CharTokenizer()
-    assert encode_example(tok, Example(id="t", text="abcdefgh"), 5).input_ids == ids("abcde")
-    pair = encode_example(tok, Example(id="p", prompt="abc", response="xyz"), 5)
+    assert Encoder(tok, 5).encode(Example(id="t", text="abcdefgh")).input_ids == ids("abcde")
+    pair = Encoder(tok, 5).encode(Example(id="p", prompt="abc", response="xyz"))
     assert pair.input_ids == ids("abcxy")
     assert pair.labels == [IGNORE_INDEX] * 3 + ids("xy")
 
@@ -136,15 +209,15 @@ def test_truncation_keeps_the_start():
 def test_example_without_loss_tokens_is_an_error_naming_it():
     tok = CharTokenizer()
     with pytest.raises(ValueError, match=r"'long-prompt'.*prompt alone is 6 tokens, max_length is 6"):
-        encode_example(tok, Example(id="long-prompt", prompt="abcdef", response="xyz"), 6)
+        Encoder(tok, 6).encode(Example(id="long-prompt", prompt="abcdef", response="xyz"))
     with pytest.raises(ValueError, match=r"'one-char'.*1 token"):
-        encode_example(tok, Example(id="one-char", text="a"), 8)
+        Encoder(tok, 8).encode(Example(id="one-char", text="a"))
     with pytest.raises(ValueError, match="max_length must be at least 2"):
-        encode_example(tok, Example(id="t", text="abc"), 1)
+        Encoder(tok, 1).encode(Example(id="t", text="abc"))
 
 
 def test_prompt_one_short_of_max_length_keeps_one_loss_token():
-    encoded = encode_example(CharTokenizer(), Example(id="p", prompt="abcde", response="xyz"), 6)
+    encoded = Encoder(CharTokenizer(), 6).encode(Example(id="p", prompt="abcde", response="xyz"))
     assert encoded.labels == [IGNORE_INDEX] * 5 + ids("x")
 
 
@@ -153,7 +226,7 @@ def test_prompt_one_short_of_max_length_keeps_one_loss_token():
 
 def encoded_set(texts):
     tok = CharTokenizer()
-    return [encode_example(tok, Example(id=f"e{i}", text=t), 64) for i, t in enumerate(texts)]
+    return [Encoder(tok, 64).encode(Example(id=f"e{i}", text=t)) for i, t in enumerate(texts)]
 
 
 def test_collate_pads_right_and_masks_padding():

@@ -74,7 +74,8 @@ def test_nightly_end_to_end_then_incremental(tmp_path, sample_model_dir):
     for kind in ("html", "markdown", "providers_csv"):
         assert Path(first.score.files[kind]).is_file()
     provenance = report["provenance"]
-    assert provenance["code_version"] and provenance["tokenization"]["eos_after_response"] == "<|endoftext|>"
+    assert provenance["code_version"]
+    assert provenance["tokenization"]["special_tokens"]["response_end"] == ["<|endoftext|>"]
     assert (provenance["max_length"], provenance["store"]) == (params.model.max_length, "store.zarr")
     # Nothing of the operator's machine, and no shard name, in the report or any export.
     shards = [s.stem for s in SAMPLE_SHARDS[:3]]
@@ -177,3 +178,25 @@ def test_pca_projection_is_fitted_once_and_kept_with_the_store(tmp_path, sample_
     assert store.n_rows == sum(len(s.read_text().splitlines()) for s in SAMPLE_SHARDS[:3])
     assert store.attributes.calibration == calibration
     assert second.score.files["json"] != first.score.files["json"]
+
+
+def test_bos_from_the_cli_is_how_the_stored_rows_were_tokenised(tmp_path, sample_model_dir, capsys):
+    from flows.cli import main
+
+    params = nightly_params(tmp_path, sample_model_dir)
+    land(params, SAMPLE_SHARDS[0])
+    night = tmp_path / "night.json"
+    night.write_text(json.dumps({"calibration_examples": 16}))
+    run = ["run", "ingest", "--params", str(night), "--workspace", params.workspace.root,
+           "--landing", params.landing, "--model", str(sample_model_dir)]
+    assert main([*run, "--bos", "add"]) == 0, capsys.readouterr().out
+    store = GradientStore.open(params.workspace.store_url, read_only=True)
+    assert store.n_rows > 0
+    # The sample's GPT-2 tokenizer adds no BOS itself: "add" put its bos_token before every example.
+    assert store.attributes.encoding == {"bos": "add", "eos": "auto", "special_tokens": {
+        "text_start": ["<|endoftext|>"], "text_end": [], "prompt_end": [], "response_end": ["<|endoftext|>"]}}
+
+    capsys.readouterr()
+    assert main(run) == 1  # bos "auto" would tokenise new rows otherwise: refused before anything is done
+    out = capsys.readouterr().out
+    assert "model.bos 'add' (asked 'auto'), text_start ['<|endoftext|>'] (asked [])" in out

@@ -13,10 +13,12 @@ from flows.ingest import ingest
 from flows.nightly import nightly_valuation
 from flows.score import score
 from storage import GradientStore
-from tasks.params import IngestParams, NightlyParams, RefreshParams, ScoreParams, Workspace
-from tasks.store_settings import settings_conflict
+from tasks.params import IngestParams, ModelParams, NightlyParams, RefreshParams, ScoreParams, Workspace
+from tasks.store_settings import query_encoding_conflict, settings_conflict
 from valuation.config import FisherConfig
+from valuation.data import Encoder, SpecialTokens
 
+from .models import gpt2_style_tokenizer, llama_style_tokenizer, tokenizer_without_bos
 from .test_store_support import MODEL, SPEC
 
 FLOWS = [(nightly_valuation, NightlyParams), (ingest, IngestParams), (refresh_fisher, RefreshParams),
@@ -64,14 +66,62 @@ def test_artifact_keys_name_the_workspace(tmp_path):
 def test_projection_or_fisher_other_than_the_stores_is_refused_in_one_line(tmp_path):
     store = GradientStore.create(str(tmp_path / "store.zarr"), SPEC, MODEL, chunk_rows=16,
                                  fisher=FisherConfig(estimator="true"))
-    assert settings_conflict(store, SPEC.config, FisherConfig(damping=0.5)) is None  # auto: "true" for an LM
-    assert settings_conflict(store, SPEC.config, FisherConfig(estimator="true", damping=0.5)) is None  # damping:
+
+    def asked(projection=SPEC.config, fisher=FisherConfig()):
+        return IngestParams(workspace=Workspace(root=str(tmp_path)), projection=projection, fisher=fisher)
+
+    assert settings_conflict(store, asked(fisher=FisherConfig(damping=0.5))) is None  # auto: "true" for an LM
+    assert settings_conflict(store, asked(fisher=FisherConfig(estimator="true", damping=0.5))) is None  # damping:
     # a setting of the next refresh
-    message = settings_conflict(store, SPEC.config.model_copy(update={"rank_in": 8}),
-                                FisherConfig(estimator="empirical"))
+    message = settings_conflict(store, asked(SPEC.config.model_copy(update={"rank_in": 8}),
+                                             FisherConfig(estimator="empirical")))
     assert message is not None and "\n" not in message
     assert "projection.rank_in 4 (asked 8)" in message and "fisher.estimator 'true' (asked 'empirical')" in message
     assert "new workspace" in message
+
+
+def saved(tokenizer, path):
+    tokenizer.save_pretrained(path)  # all a run needs to resolve its special tokens
+    return str(path)
+
+
+@pytest.mark.parametrize(("made", "old_store"), [(SpecialTokens(), False), (SpecialTokens(), True),
+                                                 (SpecialTokens(bos="add"), False)], ids=["auto", "old", "add"])
+def test_special_tokens_other_than_the_stores_are_refused_in_one_line(tmp_path, made, old_store):
+    gpt2 = gpt2_style_tokenizer()
+    # A store from before the setting was recorded holds None: its rows got the tokenizer's own.
+    encoding = None if old_store else Encoder(gpt2, 64, made).identity()
+    store = GradientStore.create(str(tmp_path / "store.zarr"), SPEC, MODEL, chunk_rows=16,
+                                 fisher=FisherConfig(estimator="true"), encoding=encoding)
+    workspace = Workspace(root=str(tmp_path))
+
+    def conflict(model):
+        return settings_conflict(store, IngestParams(workspace=workspace, projection=SPEC.config, model=model))
+
+    model = ModelParams(name_or_path=saved(gpt2, tmp_path / "gpt2"), bos=made.bos, eos=made.eos)
+    assert conflict(model) is None and query_encoding_conflict(store, model, workspace) is None
+    other = "omit" if made.bos == "add" else "add"
+    message = conflict(model.model_copy(update={"bos": other}))
+    text_starts = {"auto": [], "add": ["<|endoftext|>"], "omit": []}
+    assert message is not None and "\n" not in message
+    assert (f"model.bos {made.bos!r} (asked {other!r}), "
+            f"text_start {text_starts[made.bos]!r} (asked {text_starts[other]!r})") in message
+    assert "special tokens it was made with" in message and "new workspace" in message
+    queries = query_encoding_conflict(store, model.model_copy(update={"bos": other}), workspace)
+    assert queries is not None and "queries are tokenised as its rows were" in queries
+
+
+def test_special_tokens_are_compared_as_the_tokens_they_resolve_to(tmp_path):
+    llama = llama_style_tokenizer()
+    store = GradientStore.create(str(tmp_path / "store.zarr"), SPEC, MODEL, chunk_rows=16,
+                                 fisher=FisherConfig(estimator="true"), encoding=Encoder(llama, 64).identity())
+    workspace = Workspace(root=str(tmp_path))
+    model = ModelParams(name_or_path=saved(llama, tmp_path / "llama"))
+    # Its tokenizer adds <s> itself: "add" gives the rows "auto" gave, so the store takes them.
+    assert query_encoding_conflict(store, model.model_copy(update={"bos": "add"}), workspace) is None
+    no_bos = ModelParams(name_or_path=saved(tokenizer_without_bos(), tmp_path / "no-bos"), bos="add")
+    message = settings_conflict(store, IngestParams(workspace=workspace, projection=SPEC.config, model=no_bos))
+    assert message is not None and "\n" not in message and "has no BOS token: bos 'add' needs one" in message
 
 
 def test_only_the_dask_addresses_this_machine_lists_are_allowed(monkeypatch):

@@ -6,6 +6,7 @@ import pytest
 
 from scoring.queries import QuerySet, greedy_generator
 from tasks.models import load_model
+from valuation.data import Encoder
 
 
 def write(path, records):
@@ -22,8 +23,8 @@ def test_prompt_only_query_needs_a_generator(tmp_path):
 def test_generated_responses_are_valued_and_hashed(tmp_path, sample_model_dir):
     model, tokenizer = load_model(sample_model_dir)
     path = write(tmp_path / "q.jsonl", [{"id": "b", "prompt": "Question: what is 12 plus 30?"}])
-    first = QuerySet.load(path, greedy_generator(model, tokenizer, max_new_tokens=12))
-    again = QuerySet.load(path, greedy_generator(model, tokenizer, max_new_tokens=12))
+    first = QuerySet.load(path, greedy_generator(model, Encoder(tokenizer, 256), max_new_tokens=12))
+    again = QuerySet.load(path, greedy_generator(model, Encoder(tokenizer, 256), max_new_tokens=12))
     assert first.examples[0].response and first.sha256 == again.sha256  # greedy: reproducible
-    shorter = QuerySet.load(path, greedy_generator(model, tokenizer, max_new_tokens=3))
+    shorter = QuerySet.load(path, greedy_generator(model, Encoder(tokenizer, 256), max_new_tokens=3))
     assert shorter.sha256 != first.sha256  # the hash covers the outputs actually valued

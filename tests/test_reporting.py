@@ -54,8 +54,9 @@ def provenance(**changes) -> Provenance:
         influence_mode="relatif",
         max_length=256,
         precision="fp32",
-        tokenization={"tokenizer": "GPT2TokenizerFast", "special_tokens_added": [], "eos_after_response": "<|e|>",
-                      "max_length": 256, "truncation": "right"},
+        tokenization={"tokenizer": "GPT2TokenizerFast", "bos": "add", "eos": "auto",
+                      "special_tokens": {"text_start": ["<|e|>"], "text_end": [], "prompt_end": [],
+                                         "response_end": ["<|e|>"]}, "max_length": 256, "truncation": "right"},
         query_set_sha256="9" * 64,
         code_version="0.1.0+abc1234",
         created_at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
@@ -220,7 +221,7 @@ def test_markdown_has_provenance_and_every_provider(built):
     for name in PROVIDERS:
         assert name in unescaped
     for value in ("f00dfeed12345678", "proj0123456789ab", "relatif", "9" * 64, "0.1.0+abc1234", "nightly-41",
-                  "max_length | 256", "precision | fp32", '"special_tokens_added": []', '"samples": 4'):
+                  "max_length | 256", "precision | fp32", '"bos": "add"', '"text_start": ["<|e|>"]', '"samples": 4'):
         assert value in unescaped
     assert "<script>" not in text  # untrusted snippets stay inert
     assert "Spearman 0.93" in text and "projection seed (0, 1, 2)" in text

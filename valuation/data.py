@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -136,45 +137,127 @@ class EncodedExample:
     labels: list[int]  # IGNORE_INDEX where the token is context only
 
 
-def encode_example(tokenizer, example: Example, max_length: int) -> EncodedExample:
-    """Token ids and labels of one example, cut to `max_length` tokens from the right."""
-    if max_length < 2:
-        raise ValueError(f"max_length must be at least 2 (one context and one predicted token), got {max_length}")
-    if example.is_pair:
-        # The tokenizer's own special tokens (a BOS, for models that use one) go before the prompt.
-        prompt = tokenizer(example.prompt)["input_ids"]
-        response = tokenizer(example.response, add_special_tokens=False)["input_ids"]
-        if tokenizer.eos_token_id is not None:
-            response = response + [tokenizer.eos_token_id]  # so the model learns where answers end
-        input_ids = prompt + response
-        labels = [IGNORE_INDEX] * len(prompt) + response
-    else:
-        input_ids = tokenizer(example.text)["input_ids"]
-        labels = list(input_ids)
-    input_ids, labels = input_ids[:max_length], labels[:max_length]
-    # Position 0 is never predicted (nothing comes before it), so it cannot carry loss.
-    if all(label == IGNORE_INDEX for label in labels[1:]):
-        if example.is_pair and len(prompt) >= max_length:
-            reason = f"its prompt alone is {len(prompt)} tokens, max_length is {max_length}"
-        else:
-            reason = f"it is {len(input_ids)} token(s) long and the first is never predicted"
-        raise ValueError(f"example {example.id!r} has no token to compute a loss on: {reason}")
-    return EncodedExample(example.id, input_ids, labels)
+SpecialTokenRule = Literal["auto", "add", "omit"]
 
 
-def encoding_settings(tokenizer, max_length: int) -> dict:
-    """How encode_example turns examples into tokens, for a report's provenance: the special
-    tokens the tokenizer adds to a text or prompt (a BOS for models that use one), the EOS
-    appended to responses, and the cut."""
+class SpecialTokens(BaseModel):
+    """Which BOS and EOS an example's tokens get, so rows are encoded as the model was trained.
+
+    `bos` goes before each text and each prompt; `eos` ends each text, and a pair's response.
+    - "auto": what the tokenizer itself adds (its config says, as a Llama tokenizer's
+      add_bos_token does), and an EOS after each response so the model learns where answers end.
+    - "add": always the tokenizer's bos_token / eos_token (an error if it has none).
+    - "omit": none.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bos: SpecialTokenRule = "auto"
+    eos: SpecialTokenRule = "auto"
+
+
+@dataclass(frozen=True)
+class SpecialTokenIds:
+    """SpecialTokens resolved for one tokenizer: the ids around each part of an example."""
+
+    text_start: list[int]  # before a text, and before a prompt
+    text_end: list[int]
+    prompt_end: list[int]  # "auto" keeps whatever the tokenizer puts after a text after a prompt too
+    response_end: list[int]
+
+    def names(self, tokenizer) -> dict[str, list[str]]:
+        """The same as tokens, by name: what stores and reports record."""
+        return {part: tokenizer.convert_ids_to_tokens(ids) for part, ids in vars(self).items()}
+
+
+def _tokenizer_name(tokenizer) -> str:
+    name = getattr(tokenizer, "name_or_path", "")
+    return f"{type(tokenizer).__name__} {name!r}" if name else type(tokenizer).__name__
+
+
+def _own_special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer adds before and after a text, found by encoding one with and without them."""
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    added = [t for t in tokenizer("a")["input_ids"] if t not in plain]
-    return {
-        "tokenizer": type(tokenizer).__name__,
-        "special_tokens_added": tokenizer.convert_ids_to_tokens(added),
-        "eos_after_response": tokenizer.eos_token,
-        "max_length": max_length,
-        "truncation": "right",
-    }
+    full = tokenizer("a")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return full[:start], full[start + len(plain):]
+    raise ValueError(f"tokenizer {_tokenizer_name(tokenizer)} puts special tokens inside a text "
+                     f"({full} for {plain}): only tokens before and after it can be set by bos/eos")
+
+
+def _chosen(rule: SpecialTokenRule, own: list[int], tokenizer, kind: str) -> list[int]:
+    if rule == "auto":
+        return own
+    if rule == "omit":
+        return []
+    token_id = getattr(tokenizer, f"{kind}_token_id", None)
+    if token_id is None:
+        raise ValueError(f"tokenizer {_tokenizer_name(tokenizer)} has no {kind.upper()} token: "
+                         f"{kind} 'add' needs one; use 'auto' or 'omit'")
+    return [token_id]
+
+
+def resolve_special_tokens(tokenizer, special: SpecialTokens) -> SpecialTokenIds:
+    """The ids `special` puts around each part of an example with this tokenizer."""
+    before, after = _own_special_tokens(tokenizer)
+    start = _chosen(special.bos, before, tokenizer, "bos")
+    if special.eos == "auto":  # the tokenizer's own after texts and prompts, as it encodes them
+        eos = getattr(tokenizer, "eos_token_id", None)
+        return SpecialTokenIds(start, after, after, [] if eos is None else [eos])
+    end = _chosen(special.eos, after, tokenizer, "eos")
+    return SpecialTokenIds(start, end, [], end)
+
+
+class Encoder:
+    """Token ids and labels of examples for one tokenizer: its special tokens are resolved once,
+    here, and each example then costs one tokenizer call per part."""
+
+    def __init__(self, tokenizer, max_length: int, special: SpecialTokens = SpecialTokens()):
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2 (one context and one predicted token), got {max_length}")
+        self.tokenizer, self.max_length, self.special = tokenizer, max_length, special
+        self.ids = resolve_special_tokens(tokenizer, special)
+
+    def _plain(self, text: str | None) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prompt(self, text: str) -> list[int]:
+        """A prompt's ids as they precede its response (and as a query's prompt is generated from)."""
+        return self.ids.text_start + self._plain(text) + self.ids.prompt_end
+
+    def encode(self, example: Example) -> EncodedExample:
+        """Token ids and labels of one example, cut to `max_length` tokens from the right."""
+        ids, max_length = self.ids, self.max_length
+        if example.is_pair:
+            prompt = self.prompt(cast(str, example.prompt))  # a pair has both parts
+            response = self._plain(example.response) + ids.response_end
+            input_ids = prompt + response
+            labels = [IGNORE_INDEX] * len(prompt) + response
+        else:
+            input_ids = ids.text_start + self._plain(example.text) + ids.text_end
+            labels = list(input_ids)
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+        # Position 0 is never predicted (nothing comes before it), so it cannot carry loss.
+        if all(label == IGNORE_INDEX for label in labels[1:]):
+            if example.is_pair and len(prompt) >= max_length:
+                reason = f"its prompt alone is {len(prompt)} tokens, max_length is {max_length}"
+            else:
+                reason = f"it is {len(input_ids)} token(s) long and the first is never predicted"
+            raise ValueError(f"example {example.id!r} has no token to compute a loss on: {reason}")
+        return EncodedExample(example.id, input_ids, labels)
+
+    def identity(self) -> dict[str, Any]:
+        """The setting and the special tokens it resolves to around each part of an example: what
+        makes rows comparable (a store keeps it)."""
+        return {**self.special.model_dump(), "special_tokens": self.ids.names(self.tokenizer)}
+
+
+def encoding_settings(encoder: Encoder) -> dict:
+    """How `encoder` turns examples into tokens, for a report's provenance: the bos/eos setting,
+    the special tokens it resolves to around texts, prompts and responses, and the cut."""
+    return {"tokenizer": type(encoder.tokenizer).__name__, **encoder.identity(),
+            "max_length": encoder.max_length, "truncation": "right"}
 
 
 def collate(encoded: Sequence[EncodedExample], pad_id: int | None) -> dict:

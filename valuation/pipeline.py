@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import FisherConfig, ProjectionConfig
-from .data import Example, batches, collate, encode_example, to_device
+from .data import Encoder, Example, SpecialTokens, batches, collate, to_device
 from .fisher import FisherPartial
 from .logra import LoggedBatch, LoGra, Projections, pca_projections
 
@@ -27,6 +27,10 @@ class LoggingOptions:
     batch_size: int = 16
     max_length: int = 256  # tokens per example; longer ones are truncated
     autocast_dtype: torch.dtype | None = None  # None: the model's own precision
+    special_tokens: SpecialTokens = SpecialTokens()  # BOS/EOS: the tokenizer's own by default
+
+    def encoder(self, tokenizer) -> Encoder:
+        return Encoder(tokenizer, self.max_length, self.special_tokens)
 
 
 @dataclass
@@ -68,11 +72,11 @@ def iter_logged(
     if options.batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {options.batch_size}")
     device = logra.bottlenecks[0].device
+    encoder = options.encoder(tokenizer)
     bar = tqdm(total=len(examples), desc=progress, unit="ex", disable=progress is None, leave=False)
     try:
         for start in range(0, len(examples), options.batch_size):
-            encoded = [encode_example(tokenizer, ex, options.max_length)
-                       for ex in examples[start:start + options.batch_size]]
+            encoded = [encoder.encode(ex) for ex in examples[start:start + options.batch_size]]
             batch = collate(encoded, tokenizer.pad_token_id)
             yield logra.log_batch(to_device(batch, device), fisher=fisher, autocast_dtype=options.autocast_dtype)
             bar.update(len(encoded))
@@ -133,6 +137,7 @@ def fit_pca(
     if not examples:
         raise ValueError("PCA initialisation needs calibration examples; none were given")
     device = next(model.parameters()).device
-    encoded = [encode_example(tokenizer, e, options.max_length) for e in examples]
+    encoder = options.encoder(tokenizer)
+    encoded = [encoder.encode(e) for e in examples]
     calibration = (to_device(b, device) for b in batches(encoded, options.batch_size, tokenizer.pad_token_id))
     return pca_projections(model, projection, calibration, fisher=fisher)

@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from sample.model import SampleModelConfig, build_gpt2, fit_gpt2, train_tokenizer
-from valuation.data import Example, batches, encode_example, providers_of
+from valuation.data import Encoder, Example, batches, providers_of
 from valuation.objectives import CausalLMObjective
 
 from ..corpora import LICENCE_NOTE, austen_novels, paragraphs
@@ -89,11 +89,11 @@ def austen_task(config: AustenTaskConfig = AustenTaskConfig(), cache_dir: Path |
     and the text), so a rerun skips the pretraining (minutes on two cores)."""
     train, queries, pretraining = split_corpus(austen_novels(), config)
     tokenizer = train_tokenizer(pretraining, config.base.vocab_size)  # the base model's tokenizer
-    pad_id, length = tokenizer.eos_token_id, config.base.max_length
+    pad_id, encoder = tokenizer.eos_token_id, Encoder(tokenizer, config.base.max_length)
     shape = config.base.shape(len(tokenizer))
 
     def encode(examples: list[Example]):
-        return [encode_example(tokenizer, e, length) for e in examples]
+        return [encoder.encode(e) for e in examples]
 
     key = hashlib.sha256((config.base.model_dump_json() + "\0".join(pretraining)).encode()).hexdigest()[:16]
     cached = cache_dir / f"austen-base-{key}.pt" if cache_dir is not None else None

@@ -23,7 +23,7 @@ from sample.model import (
     sample_queries_path,
     train_tokenizer,
 )
-from valuation.data import EncodedExample, batches, encode_example, providers_of, read_jsonl
+from valuation.data import EncodedExample, Encoder, batches, providers_of, read_jsonl
 from valuation.objectives import CausalLMObjective
 
 from .base import Task
@@ -54,8 +54,9 @@ def language_model_task(config: LMTaskConfig = LMTaskConfig()) -> Task:
     queries = read_jsonl(sample_queries_path())
     tokenizer = train_tokenizer([e.display_text for e in corpus], config.model.vocab_size)
     pad_id, vocab = tokenizer.eos_token_id, len(tokenizer)
-    encoded = [encode_example(tokenizer, e, config.model.max_length) for e in corpus]
-    encoded_queries = [encode_example(tokenizer, q, config.model.max_length) for q in queries]
+    encoder = Encoder(tokenizer, config.model.max_length)
+    encoded = [encoder.encode(e) for e in corpus]
+    encoded_queries = [encoder.encode(q) for q in queries]
     query_batches = list(batches(encoded_queries, config.batch_size, pad_id))
     objective = CausalLMObjective()
 
