@@ -23,42 +23,28 @@ from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.deployments import build_deployments
-from flows.server import api_url, is_healthy
 from tasks.params import NightlyParams, StabilityPolicy
 
 from .browser import Page, find_browser
 from .flow_fixtures import SAMPLE_SHARDS, land, nightly_params
-from .processes import DATAWORTH, REPO, free_port, stop, tail, wait_for
+from .processes import DATAWORTH, REPO, dataworth_server, free_port, stop, tail, wait_for
 
 SCREENSHOTS = Path(__file__).parent / "output" / "ui"  # kept after the run (tests/output is git-ignored)
 
 
 @pytest.fixture
-def dataworth_server(tmp_path):
-    """`dataworth server` on a random port (not Prefect's 4200) with a PREFECT_HOME of its own: its API URL."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect")
-    log = tmp_path / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen([str(DATAWORTH), "server", "--port", str(port)], cwd=tmp_path, env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        url = api_url("127.0.0.1", port)
-        wait_for(lambda: server.poll() is None and is_healthy(url) or server.poll() is not None, 300,
-                 f"the Prefect server on port {port}", log)
-        assert server.poll() is None, f"the server exited:\n{tail(log)}"
-        yield url
-    finally:
-        stop(server)
+def served_api(tmp_path):
+    """The API URL of a `dataworth server` of this test's own."""
+    with dataworth_server(tmp_path) as server:
+        yield server.api
 
 
 @pytest.mark.slow
 def test_a_run_started_like_the_ui_with_one_field_changed_shows_its_report(tmp_path, sample_model_dir,
-                                                                          dataworth_server):
+                                                                          served_api):
     """What an operator does: open the served nightly deployment on a server of its own port, start a
     run changing one field, and read the report on that run's page."""
-    api = dataworth_server
+    api = served_api
     ui = api.removesuffix("/api")
     assert httpx.get(f"{ui}/ui-settings", timeout=5).json()["api_url"] == api  # the UI talks to this server
     # Stability measurements are tested elsewhere (tests/test_flows.py): off here, through the file.
