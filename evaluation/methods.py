@@ -5,19 +5,23 @@ full gradients, or the full gradients themselves), which Fisher (empirical, samp
 or none), the damping alpha and the mode. LoGra methods run the production code path
 (`LoGra.log_batch`, `FisherPartial.snapshot`, `influence_scores`); an ensemble averages the
 scores of several projection seeds, each at a lower rank so the total storage stays the same.
+LoGra methods of a language model can also track its LM head, or the head and the input
+embedding (`embeddings`), which the shipped selection leaves out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
 
-from valuation.config import FisherConfig, InitMethod
+from valuation.config import FisherConfig, InitMethod, ProjectionConfig
 from valuation.fisher import FisherPartial, FisherSnapshot
 from valuation.influence import PreconditionedQueries, influence_scores
 from valuation.layout import GradientLayout
@@ -32,6 +36,8 @@ from .tasks.base import Task
 Gradients = Literal["logra", "dense", "full", "ekfac", "tfidf", "bm25"]
 FisherChoice = Literal["empirical", "true", "exact", "none"]
 Mode = Literal["dot", "relatif", "cosine"]
+Embeddings = Literal["none", "head", "both"]
+EMBEDDING_SUFFIX = {"none": "", "head": "-head", "both": "-head-emb"}
 PEERS = ("ekfac", "tfidf", "bm25")  # scored by their own code: rank, Fisher, damping and mode do not apply
 
 
@@ -50,6 +56,11 @@ class Method(BaseModel):
     samples: int = Field(default=1, ge=1, description="sampled labels per example (fisher='true')")
     damping: float = Field(default=0.1, ge=0)
     mode: Mode = "relatif"
+    embeddings: Embeddings = Field(
+        default="none",
+        description="logra: also track the LM head (head), or the head and the input embedding (both); "
+        "where they are tied (GPT-2) the two uses of the one weight are two blocks of the row",
+    )
 
     @model_validator(mode="after")
     def _meaningful(self) -> Method:
@@ -63,6 +74,8 @@ class Method(BaseModel):
             raise ValueError("exact influence needs damping > 0 and is scored by dot or relatif")
         if self.samples > 1 and self.fisher != "true":
             raise ValueError("samples apply to the sampled-label Fisher (fisher='true') only")
+        if self.embeddings != "none" and self.gradients != "logra":
+            raise ValueError("the LM head and embeddings are tracked by LoGra methods only (gradients='logra')")
         return self
 
     @property
@@ -78,11 +91,29 @@ class Method(BaseModel):
             return f"exact{fisher}-{tail}"
         seeds = f"x{len(self.seeds)}" if len(self.seeds) > 1 else ""
         head = "logra-" + self.init if self.gradients == "logra" else "dense"
-        return f"{head}-r{self.rank}{seeds}{fisher}-{tail}"
+        return f"{head}-r{self.rank}{seeds}{fisher}-{tail}{EMBEDDING_SUFFIX[self.embeddings]}"
 
     @property
     def fisher_config(self) -> FisherConfig:
         return FisherConfig(estimator="empirical" if self.fisher == "none" else self.fisher, samples=self.samples)
+
+
+def with_embeddings(projection: ProjectionConfig, model: nn.Module, embeddings: Embeddings) -> ProjectionConfig:
+    """`projection` also selecting the model's LM head (transformers' output embedding) and, for
+    "both", its input embedding, by exact name: wildcards never pick an embedding."""
+    if embeddings == "none":
+        return projection
+    def get(which: str) -> nn.Module | None:
+        return getattr(model, f"get_{which}_embeddings", lambda: None)()
+
+    wanted = [get("output"), *([get("input")] if embeddings == "both" else [])]
+    names = [next(n for n, m in model.named_modules() if m is module) for module in wanted if module is not None]
+    if len(names) < len(wanted):
+        raise ValueError(f"{type(model).__name__} has no LM head or input embedding to track ({embeddings})")
+    return projection.model_copy(update={
+        "modules": [*projection.modules, *names],
+        "exclude": [p for p in projection.exclude if not any(fnmatchcase(n, p) for n in names)],
+    })
 
 
 def half_of(batches: Sequence[Batch], n_train: int, seed: int) -> list[Batch]:
@@ -145,7 +176,7 @@ class Scorer:
         return lexical(task.train_texts, task.query_texts)
 
     def _seed_scores(self, method: Method, seed: int) -> torch.Tensor:
-        key = (method.gradients, method.rank, method.init, seed, method.fisher, method.samples)
+        key = (method.gradients, method.rank, method.init, seed, method.fisher, method.samples, method.embeddings)
         if key not in self._logged:
             self._logged[key] = self._log(method, seed) if method.gradients == "logra" else self._dense(method, seed)
         rows = self._logged[key]
@@ -157,7 +188,8 @@ class Scorer:
         return influence_scores(queries, rows.train, method.mode, snapshot.self_influence(rows.train))
 
     def _projection(self, method: Method, seed: int):
-        return self.task.projection.model_copy(
+        tracked = with_embeddings(self.task.projection, self.task.model, method.embeddings)
+        return tracked.model_copy(
             update={"rank_in": method.rank, "rank_out": method.rank, "init": "random", "seed": seed}
         )
 

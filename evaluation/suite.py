@@ -113,6 +113,8 @@ def headline_methods(plan: SuitePlan) -> list[Method]:
         chosen.model_copy(update={"gradients": "dense", "init": "random"}),
         base.model_copy(update={"rank": max(1, plan.base_rank // 2), "seeds": ENSEMBLE_SEEDS}),
     ]
+    if not plan.classifier:  # a language model: does tracking its (tied) head and embedding move credit?
+        variants += [chosen.model_copy(update={"embeddings": e}) for e in ("head", "both")]
     return _unique([*peers, *full, *variants])
 
 

@@ -33,12 +33,15 @@ from evaluation import (
     spearman_columns,
 )
 from evaluation.gradients import exact_influence
+from evaluation.methods import with_embeddings
+from evaluation.suite import PLANS, all_methods, headline_methods
 from evaluation.tasks import Task
 from flows.eval_cli import add_eval_arguments, run_eval
 from valuation import ProjectionConfig
 from valuation.objectives import ClassificationObjective
+from valuation.targets import select_modules
 
-from .models import classification_batch, tiny_mlp
+from .models import classification_batch, tiny_gpt2, tiny_mlp
 
 N, D, Q, DECAY = 30, 5, 4, 2.0
 PROVIDERS = [f"p{i % 3}" for i in range(N)]
@@ -217,10 +220,28 @@ def test_method_names_and_invalid_combinations():
     assert Method(gradients="full", fisher="exact", mode="dot").name == "exact-exact-a0.1-dot"
     assert Method(gradients="full", fisher="none", mode="cosine").name == "grad-cosine"
     assert Method(gradients="ekfac").name == "ekfac"
+    shipped = Method(init="pca", fisher="true", samples=4, mode="dot")
+    assert shipped.model_copy(update={"embeddings": "head"}).name == "logra-pca-r16-true4-a0.1-dot-head"
+    assert shipped.model_copy(update={"embeddings": "both"}).name == "logra-pca-r16-true4-a0.1-dot-head-emb"
     for bad in ({"fisher": "none"}, {"samples": 4}, {"gradients": "full", "mode": "cosine"},
-                {"init": "pca", "seeds": (0, 1)}):
+                {"init": "pca", "seeds": (0, 1)}, {"gradients": "dense", "embeddings": "head"}):
         with pytest.raises(ValueError):
             Method(**bad)
+
+
+def test_head_variants_add_the_tied_head_and_embedding_to_the_shipped_selection():
+    model = tiny_gpt2()
+    assert model.lm_head.weight is model.transformer.wte.weight  # tied: one weight, two uses
+    body = set(select_modules(model, ProjectionConfig()))
+    head = set(select_modules(model, with_embeddings(ProjectionConfig(), model, "head")))
+    both = set(select_modules(model, with_embeddings(ProjectionConfig(), model, "both")))
+    assert (head - body, both - body) == ({"lm_head"}, {"lm_head", "transformer.wte"})
+    assert with_embeddings(ProjectionConfig(), model, "none") == ProjectionConfig()
+    with pytest.raises(ValueError, match="no LM head"):
+        with_embeddings(ProjectionConfig(), tiny_mlp(), "head")
+    names = {m.name for m in headline_methods(PLANS["austen"])}
+    assert {"logra-pca-r16-true4-a0.1-dot-head", "logra-pca-r16-true4-a0.1-dot-head-emb"} <= names
+    assert not any(n.endswith("-head") for n in (m.name for m in all_methods(PLANS["breast-cancer"])))
 
 
 # --- the command ------------------------------------------------------------------------------
