@@ -20,7 +20,7 @@ import torch
 from valuation import FisherConfig, LoGra, PreconditionedQueries, ProjectionConfig, influence_scores
 from valuation.config import DEFAULT_MODE, InfluenceMode
 from valuation.credit import credit_matrix, query_shares
-from valuation.data import Example, providers_of
+from valuation.data import Example, SpecialTokens, providers_of
 from valuation.pipeline import LoggingOptions, fit_pca, log_examples
 from valuation.stats import spearman
 
@@ -93,6 +93,11 @@ def credit_stability(model, tokenizer, examples: Sequence[Example], queries: Seq
     )
 
 
-def stability_key(projection: ProjectionConfig, model_fingerprint: str, mode: InfluenceMode) -> dict:
-    """What a stability measurement applies to: the projection without its seed, model and mode."""
-    return {"projection": projection.model_dump(exclude={"seed"}), "model": model_fingerprint, "mode": mode}
+def stability_key(projection: ProjectionConfig, model_fingerprint: str, mode: InfluenceMode,
+                  special_tokens: SpecialTokens) -> dict:
+    """What a stability measurement applies to: the projection without its seed, model, mode and
+    the BOS/EOS setting the examples were tokenised with."""
+    key = {"projection": projection.model_dump(exclude={"seed"}), "model": model_fingerprint, "mode": mode}
+    if special_tokens != SpecialTokens():  # the default keeps the key of measurements saved before the setting
+        key["special_tokens"] = special_tokens.model_dump()
+    return key

@@ -32,7 +32,7 @@ from .models import LoadedModel, load_for_logging
 from .params import SAMPLE_MODEL, ScoreParams, Workspace
 from .progress import DaskProgress
 from .stability import saved_stability
-from .store_settings import query_encoding_conflict
+from .store_settings import query_encoding_conflict, store_special_tokens
 
 # Base URL at which a web server serves the workspace's reports directory (`dataworth serve` sets it
 # for the runs it starts): the UI links the HTML report there, since browsers do not open file://
@@ -67,8 +67,10 @@ def _run_id() -> str | None:
 
 
 def matching_stability(params: ScoreParams, store: GradientStore) -> Stability | None:
-    """The workspace's stability measurement, if it was made for this projection, model and mode."""
-    key = stability_key(store.spec.config, store.model_fingerprint["fingerprint"], params.mode)
+    """The workspace's stability measurement, if it was made for this projection, model, mode and
+    special tokens."""
+    key = stability_key(store.spec.config, store.model_fingerprint["fingerprint"], params.mode,
+                        store_special_tokens(store))
     return saved_stability(params.workspace.stability, key)
 
 

@@ -25,6 +25,7 @@ from .ingest import open_store
 from .models import lm_fisher, load_model, logging_options, model_path
 from .params import NightlyParams
 from .shards import discover_shards, validate_shard
+from .store_settings import store_special_tokens
 
 
 def saved_stability(path: Path, key: dict) -> Stability | None:
@@ -39,7 +40,8 @@ def saved_stability(path: Path, key: dict) -> Stability | None:
 
 
 def store_key(store: GradientStore, params: NightlyParams) -> dict:
-    return stability_key(store.spec.config, store.model_fingerprint["fingerprint"], params.mode)
+    return stability_key(store.spec.config, store.model_fingerprint["fingerprint"], params.mode,
+                         store_special_tokens(store))
 
 
 def latest_snapshot(store: GradientStore) -> int | None:
@@ -91,7 +93,8 @@ def measure_stability(params: NightlyParams, variants: Sequence[int], *, snapsho
         fisher=lm_fisher(params.fisher), mode=params.mode, options=options, snapshot=snapshot,
         calibration_examples=params.calibration_examples,
     )
-    key = stability_key(params.projection, model_fingerprint(model)["fingerprint"], params.mode)
+    key = stability_key(params.projection, model_fingerprint(model)["fingerprint"], params.mode,
+                        params.model.special_tokens)
     path = params.workspace.stability
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".tmp")  # the score task reads the old file or the new one

@@ -22,14 +22,19 @@ def _differences(mine: dict, theirs: dict) -> list[str]:
             for key in sorted(mine.keys() | theirs.keys()) if mine.get(key) != theirs.get(key)]
 
 
+def store_special_tokens(store: GradientStore) -> SpecialTokens:
+    """The BOS/EOS setting the store's rows were tokenised with (the tokenizer's own, "auto", for a
+    store made before it was recorded)."""
+    stored = store.attributes.encoding
+    return SpecialTokens(bos=stored["bos"], eos=stored["eos"]) if stored else SpecialTokens()
+
+
 def special_token_changes(store: GradientStore, model: ModelParams, workspace: Workspace) -> list[str]:
     """How the special tokens `model.bos`/`model.eos` resolve to differ from those of the store's
     rows: none when the settings are the store's, or resolve to the same tokens (a tokenizer that
     adds a BOS itself gives the same rows under "auto" and "add"). Raises a one-line ValueError when
     the setting cannot be resolved (no such token, no such model)."""
-    stored = store.attributes.encoding  # None: made before it was recorded, with the tokenizer's own
-    made = SpecialTokens(bos=stored["bos"], eos=stored["eos"]) if stored else SpecialTokens()
-    asked = model.special_tokens
+    stored, made, asked = store.attributes.encoding, store_special_tokens(store), model.special_tokens
     if asked == made:  # same setting, same model: the same tokens, without loading the tokenizer
         return []
     tokenizer = load_tokenizer(model_path(model, workspace))

@@ -82,3 +82,14 @@ def test_the_nightly_measures_stability_when_its_measurement_is_missing_stale_or
     assert stability_due(other_mode, store).startswith("no measurement")
     params.workspace.stability.write_text('{"key": 1, "stability": {"seeds": [0]}}')  # an older version's
     assert stability_due(params, store).startswith("no measurement")
+
+
+def test_a_measurement_applies_to_stores_of_its_special_tokens_only(tmp_path):
+    params = NightlyParams(workspace=Workspace(root=str(tmp_path)))
+    plain = GradientStore.create(str(tmp_path / "plain.zarr"), SPEC, MODEL, chunk_rows=16)
+    bos = GradientStore.create(str(tmp_path / "bos.zarr"), SPEC, MODEL, chunk_rows=16,
+                               encoding={"bos": "add", "eos": "auto", "special_tokens": {}})
+    save(params, plain)
+    assert "special_tokens" not in store_key(plain, params)  # the default: measurements saved before still apply
+    assert stability_due(params, plain) is None
+    assert stability_due(params, bos) == "no measurement for this projection, model and mode"
