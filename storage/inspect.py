@@ -45,6 +45,10 @@ def store_info(url: str, *, storage_options: dict[str, Any] | None = None) -> di
             "modules": len(store.layout.modules),
             "width": width,
         },
+        # What else fixes the rows' meaning: a run asking for another Fisher or BOS/EOS is refused.
+        "fisher": attrs.fisher,
+        "calibration": attrs.calibration,  # what a PCA projection was fitted on
+        "encoding": attrs.encoding,  # None: made before it was recorded, with the tokenizer's own tokens
         "codec": {**store.codec.model_dump(), "shuffle": store.codec.blosc_shuffle},
         "chunk_rows": store.chunk_rows,
         "rows": n,
@@ -97,6 +101,28 @@ def _byte_codec(codec: dict) -> str:
     return f"blosc-{codec['cname']}/{codec['shuffle']} level {codec['clevel']} + CRC32C"
 
 
+def _fisher(fisher: dict[str, Any]) -> str:
+    settings = ", ".join(f"{key} {value}" for key, value in fisher.items() if key != "estimator")
+    return f"estimator {fisher['estimator']}" + (f" ({settings})" if settings else "")
+
+
+def _calibration(calibration: dict[str, Any] | None, init: str) -> str:
+    if calibration is None:
+        return "none (random init)" if init == "random" else "not recorded (made before it was)"
+    # The flows record the shards and a hash of the examples' content; the library (valuation.sink)
+    # a hash of their ids.
+    shards = f" of {len(calibration['shards'])} shard(s)" if "shards" in calibration else ""
+    digest = calibration.get("sha256") or calibration.get("example_ids_sha256") or ""
+    return f"PCA fitted on {calibration['examples']:,} examples{shards}, sha256 {digest[:16]}"
+
+
+def _encoding(encoding: dict[str, Any] | None) -> str:
+    if encoding is None:
+        return "the tokenizer's own special tokens (not recorded: made before bos/eos were settings)"
+    parts = ", ".join(f"{part} {' '.join(tokens) or '-'}" for part, tokens in encoding["special_tokens"].items())
+    return f"bos {encoding['bos']}, eos {encoding['eos']}: {parts}"
+
+
 def format_info(info: dict[str, Any]) -> str:
     """store_info's dict as a few lines for a terminal."""
     size, codec, proj = info["bytes"], info["codec"], info["projection"]
@@ -113,6 +139,9 @@ def format_info(info: dict[str, Any]) -> str:
         f"model      {info['model']['fingerprint']} ({info['model']['architecture']})",
         f"projection {proj['fingerprint']}: {proj['modules']} modules, width {proj['width']}, "
         f"rank {proj['rank_out']}x{proj['rank_in']}, {proj['init']} init, seed {proj['seed']}",
+        f"fisher     {_fisher(info['fisher'])}",
+        f"calibrated {_calibration(info['calibration'], proj['init'])}",
+        f"tokens     {_encoding(info['encoding'])}",
         f"codec      {codec['precision']} + {_byte_codec(codec)}, {info['chunk_rows']:,} rows per chunk",
         f"rows       {rows}",
         f"size       {sizes}",

@@ -62,6 +62,21 @@ def test_store_info_and_verify(store_url, capsys):
     assert capsys.readouterr().out.strip() == f"{store_url}: OK"
 
 
+def test_store_info_says_what_fixes_the_rows_meaning(tmp_path, capsys):
+    url = str(tmp_path / "store.zarr")
+    encoding = {"bos": "add", "eos": "auto", "special_tokens": {"text_start": ["<s>"], "text_end": [],
+                                                                  "prompt_end": [], "response_end": ["</s>"]}}
+    calibration = {"shards": ["a.jsonl", "b.jsonl"], "examples": 512, "sha256": "ab" * 32}
+    GradientStore.create(url, SPEC, MODEL, chunk_rows=16, encoding=encoding, calibration=calibration)
+    assert main(["store", "info", "--store", url]) == 0
+    text = capsys.readouterr().out
+    assert "PCA fitted on 512 examples of 2 shard(s), sha256 abababababababab" in text
+    assert "bos add, eos auto: text_start <s>, text_end -, prompt_end -, response_end </s>" in text
+    assert main(["store", "info", "--store", url, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["encoding"] == encoding and info["calibration"] == calibration and "estimator" in info["fisher"]
+
+
 def test_store_verify_fails_on_a_corrupted_store(store_url, tmp_path, capsys):
     flip_bytes(tmp_path / "store.zarr" / "rows" / "c" / "1" / "0")
     assert main(["store", "verify", "--store", store_url]) == 1
