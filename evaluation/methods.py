@@ -195,7 +195,8 @@ class Scorer:
 
     def _log(self, method: Method, seed: int) -> LoggedRows:
         task, config = self.task, self._projection(method, seed)
-        fisher = method.fisher_config
+        # A seed redraws the sampled labels too, as `dataworth stability` does (seed 0: the defaults').
+        fisher = method.fisher_config.model_copy(update={"sample_seed": seed})
         if method.init == "pca":
             calibration = task.train_batches if seed == 0 else half_of(task.train_batches, task.n_train, seed)
             logra = LoGra.with_pca(task.model, config, calibration, task.objective, fisher)

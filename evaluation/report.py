@@ -105,9 +105,10 @@ def render_markdown(results: dict) -> str:
         parts.append(f"**`{name}` was not run: {reason}.**")
     if "stability" in results:
         st = results["stability"]
+        redrawn = VARIES_PLURAL[st.get("varies", "projection seed")]
+        redrawn += " and sampled labels" if st.get("labels_redrawn") else ""
         parts.append(f"Stability of `{st['method']}`: mean Spearman of the query x provider credit between "
-                     f"{VARIES_PLURAL[st.get('varies', 'projection seed')]} {st['seeds']}: {st['spearman_mean']:.3f} "
-                     f"(min {st['spearman_min']:.3f}).")
+                     f"{redrawn} {st['seeds']}: {st['spearman_mean']:.3f} (min {st['spearman_min']:.3f}).")
     for check, field, title in (("lds", "lds", "LDS"), ("lopo", "spearman", "LOPO ρ per query")):
         if check in results and any(results["methods"][n]["damping"] != 0.1 and results["methods"][n]["gradients"]
                                     not in ("ekfac", "tfidf", "bm25") for n in results[check]["methods"]):

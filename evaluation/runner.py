@@ -93,11 +93,12 @@ def evaluate(
 def seed_stability(scorer: Scorer, providers: Sequence[str], method: Method, seeds: Sequence[int]) -> dict:
     """Spearman of the query x provider credit matrix between every pair of projection seeds (the
     measure `dataworth stability` reports on a store). For PCA init, whose projection has no
-    seed, the seeds draw the half of the training data the PCA is fitted on instead."""
+    seed, the seeds draw the half of the training data the PCA is fitted on instead; with sampled
+    labels each seed also draws its own (Scorer._log)."""
     if method.init == "pca":
         seeds = [s + 1 for s in seeds]  # seed 0 would be all of the data
     credits = {s: credit_matrix(scorer.scores(method.model_copy(update={"seeds": (s,)})), providers)[1] for s in seeds}
     pairs = [spearman(credits[a], credits[b]) for a, b in itertools.combinations(seeds, 2)]
     varies = "calibration half" if method.init == "pca" else "projection seed"
-    return {"method": method.name, "seeds": list(seeds), "varies": varies, "spearman_mean": float(np.mean(pairs)),
-            "spearman_min": float(np.min(pairs)), "pairs": pairs}
+    return {"method": method.name, "seeds": list(seeds), "varies": varies, "labels_redrawn": method.fisher == "true",
+            "spearman_mean": float(np.mean(pairs)), "spearman_min": float(np.min(pairs)), "pairs": pairs}

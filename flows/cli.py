@@ -114,12 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     stability = commands.add_parser(
         "stability", help="measure now how provider credit moves with what still moves it (shown on reports; the "
         "nightly run measures it when due): the PCA calibration sample (the default init), or the projection seed "
-        "at init=random"
+        "at init=random, and the Fisher's sampled labels (the default estimator for language models)"
     )
     _run_args(stability)
     stability.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                            help="seeds of the calibration draws (PCA: each a random half of the landing data), "
-                           "or of the projection (random init) (default: 0 1 2)")
+                           "or of the projection (random init), and of the sampled labels (default: 0 1 2)")
 
     store = commands.add_parser("store", help="inspect the gradient store, or upgrade an older one")
     store.add_argument("action", choices=["info", "verify", "migrate"])

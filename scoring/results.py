@@ -30,3 +30,10 @@ class Stability(BaseModel):
     measured_at: datetime
     snapshot: int | None = None  # the store's latest Fisher snapshot when it was measured (what "fresh" means)
     calibration_examples: int | None = None  # PCA init: examples each variant's PCA was fitted on
+    # Sampled-label Fisher: each variant also draws its own labels, which move credit by chance too.
+    labels_redrawn: bool = False
+
+    def redrawn(self, plural: bool = False) -> str:
+        """What the variants redraw, in words: "calibration halves and the sampled labels"."""
+        what = VARIES_PLURAL[self.varies] if plural else self.varies
+        return f"{what} and the sampled labels" if self.labels_redrawn else what

@@ -6,6 +6,8 @@ provider credits (Spearman over the query x provider credit matrix, for every pa
 and the spread of each provider's share across them. A random projection's variants are its
 seeds; PCA init has no seed, and what moves its credit is the data it is fitted on, so its
 variants fit the PCA on different random halves of the examples (as evaluation.runner does).
+With the sampled-label Fisher each variant also draws its own labels (`sample_seed` = variant):
+they are chance in the credit as much as the projection is.
 """
 
 from __future__ import annotations
@@ -69,15 +71,17 @@ def credit_stability(model, tokenizer, examples: Sequence[Example], queries: Seq
                      mode: InfluenceMode = DEFAULT_MODE, options: LoggingOptions = LoggingOptions(),
                      snapshot: int | None = None, calibration_examples: int | None = None) -> Stability:
     """Stability of the credit under `variants` of `projection` (seeds, or calibration halves for PCA,
-    each of at most `calibration_examples`)."""
+    each of at most `calibration_examples`), and of the sampled labels where the Fisher samples them."""
     if len(variants) < 2:
         raise ValueError("stability needs at least two variants (seeds)")
-    fisher = fisher or FisherConfig()
+    fisher = (fisher or FisherConfig()).resolved(classifier=False)  # the pipeline logs language models
+    redraws_labels = fisher.estimator == "true"
     fitted_on = calibration_size(len(examples), calibration_examples) if projection.init == "pca" else None
     credits = {}
     for variant in variants:
-        logra = _variant(model, tokenizer, examples, projection, variant, fisher, options, calibration_examples)
-        names, credits[variant] = credit_under(logra, tokenizer, examples, queries, fisher=fisher, mode=mode,
+        drawn = fisher.model_copy(update={"sample_seed": variant}) if redraws_labels else fisher
+        logra = _variant(model, tokenizer, examples, projection, variant, drawn, options, calibration_examples)
+        names, credits[variant] = credit_under(logra, tokenizer, examples, queries, fisher=drawn, mode=mode,
                                                options=options)
     pairs = [spearman(credits[a], credits[b]) for a, b in itertools.combinations(variants, 2)]
     # The reports' headline share, so the spread is in the unit the page shows.
@@ -89,7 +93,7 @@ def credit_stability(model, tokenizer, examples: Sequence[Example], queries: Seq
         share_spread={name: float(s) for name, s in zip(names, spread)},
         share_spread_median=float(np.median(spread)),
         examples=len(examples), queries=len(queries), measured_at=datetime.now(UTC), snapshot=snapshot,
-        calibration_examples=fitted_on,
+        calibration_examples=fitted_on, labels_redrawn=redraws_labels,
     )
 
 

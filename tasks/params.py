@@ -122,7 +122,8 @@ class StabilityPolicy(BaseModel):
 
     enabled: bool = Field(default=True, description="measure in the nightly run when due (before scoring)")
     variants: list[int] = Field(
-        default=[0, 1, 2], min_length=2, description="projection seeds (PCA init: seeds of the calibration halves)"
+        default=[0, 1, 2], min_length=2, description="projection seeds (PCA init: seeds of the calibration halves), "
+        "also seeding the sampled labels (true Fisher)"
     )
     max_age_hours: float = Field(default=24 * 7, gt=0, description="measure again when the last is older than this")
     max_examples: int = Field(

@@ -13,7 +13,7 @@ from prefect import task
 from pydantic import ValidationError
 
 from scoring.queries import QuerySet
-from scoring.results import VARIES_PLURAL, Stability
+from scoring.results import Stability
 from scoring.stability import credit_stability, stability_key
 from storage import GradientStore
 from valuation.data import Example
@@ -113,7 +113,7 @@ def measure_on_demand(params: NightlyParams, variants: Sequence[int]) -> str:
 
 def describe(stability: Stability) -> str:
     fitted = "" if stability.calibration_examples is None else f", PCA fitted on {stability.calibration_examples} each"
-    return (f"Spearman of provider credit across {VARIES_PLURAL[stability.varies]} {stability.variants}: mean "
+    return (f"Spearman of provider credit across {stability.redrawn(plural=True)} {stability.variants}: mean "
             f"{stability.spearman_mean:.2f}, min {stability.spearman_min:.2f}; shares moved by a median of "
             f"{stability.share_spread_median:.1%} ({stability.examples} examples{fitted}, {stability.queries} queries)")
 

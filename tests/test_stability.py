@@ -11,8 +11,8 @@ from scoring.stability import credit_stability
 from storage import GradientStore
 from tasks.models import load_model
 from tasks.params import NightlyParams, StabilityPolicy, Workspace
-from tasks.stability import saved_stability, stability_due, store_key
-from valuation import ProjectionConfig
+from tasks.stability import describe, saved_stability, stability_due, store_key
+from valuation import FisherConfig, ProjectionConfig
 from valuation.data import read_jsonl
 
 from .test_store_support import MODEL, SPEC
@@ -31,6 +31,16 @@ def test_same_seed_agrees_perfectly(sample):
     result = credit_stability(model, tokenizer, examples, queries, projection=RANDOM, variants=[3, 3])
     assert result.spearman_min == pytest.approx(1.0)
     assert set(result.share_spread.values()) == {0.0} and result.varies == "projection seed"
+    # The default (sampled-label) Fisher draws its labels with the variant's seed too, and says so.
+    assert result.labels_redrawn
+    assert "across projection seeds and the sampled labels [3, 3]" in describe(result)
+
+
+def test_the_empirical_fisher_has_no_labels_to_redraw(sample):
+    model, tokenizer, examples, queries = sample
+    result = credit_stability(model, tokenizer, examples, queries, projection=RANDOM, variants=[3, 3],
+                              fisher=FisherConfig(estimator="empirical"))
+    assert not result.labels_redrawn and result.redrawn(plural=True) == "projection seeds"
 
 
 def test_different_seeds_are_measured(sample):
