@@ -115,6 +115,8 @@ def headline_methods(plan: SuitePlan) -> list[Method]:
     ]
     if not plan.classifier:  # a language model: does tracking its (tied) head and embedding move credit?
         variants += [chosen.model_copy(update={"embeddings": e}) for e in ("head", "both")]
+    if chosen.fisher == "true":  # do twice the sampled labels buy better or steadier credit?
+        variants.append(chosen.model_copy(update={"samples": 2 * chosen.samples}))
     return _unique([*peers, *full, *variants])
 
 

@@ -28,6 +28,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stability-seeds", type=int, metavar="N",
                         help="also measure how stable the shipped default's credit is over N projection seeds "
                         "(PCA init: N calibration halves) (default: 5 on the real tasks, 0 elsewhere)")
+    parser.add_argument("--stability-method", metavar="NAME",
+                        help="the method whose stability is measured (default: the shipped defaults, "
+                        "e.g. logra-pca-r16-true4-a0.1-dot on austen)")
     parser.add_argument("--subsets", type=int, help="LDS: random half-subsets M (default: per task)")
     parser.add_argument("--retrains", type=int, help="retrains R per subset, provider and removal (default: per task)")
     parser.add_argument("--top-k", type=int, help="brittleness: examples removed per query (default: 10)")
@@ -55,6 +58,13 @@ def _matching(methods, patterns):
     if not chosen:
         raise SystemExit(f"no method matches {patterns}; names look like {methods[0].name}")
     return chosen
+
+
+def _named(methods, name):
+    for method in methods:
+        if method.name == name:
+            return method
+    raise SystemExit(f"no method is named {name}; names look like {methods[0].name}")
 
 
 def _updated(config, **changes):
@@ -120,7 +130,7 @@ def run_eval(args: argparse.Namespace) -> int:
         brittle = [m for m in brittleness_methods(plan) if m.name in listed]
     real = args.task in ("austen", "breast-cancer")
     seeds = STABILITY_SEEDS if args.stability_seeds is None and real else tuple(range(args.stability_seeds or 0))
-    chosen = recommended_method(plan)
+    chosen = _named(all_methods(plan), args.stability_method) if args.stability_method else recommended_method(plan)
     stability = (chosen, seeds) if len(seeds) > 1 else None
     results = evaluate(task, methods, cache, config, brittle, stability)
     results["headline"] = [m.name for m in headline_methods(plan) if m.name in listed]

@@ -241,6 +241,7 @@ def test_head_variants_add_the_tied_head_and_embedding_to_the_shipped_selection(
         with_embeddings(ProjectionConfig(), tiny_mlp(), "head")
     names = {m.name for m in headline_methods(PLANS["austen"])}
     assert {"logra-pca-r16-true4-a0.1-dot-head", "logra-pca-r16-true4-a0.1-dot-head-emb"} <= names
+    assert "logra-pca-r16-true8-a0.1-dot" in names  # twice the shipped sampled labels, beside them
     assert not any(n.endswith("-head") for n in (m.name for m in all_methods(PLANS["breast-cancer"])))
 
 
@@ -251,9 +252,14 @@ def test_eval_command_on_the_classification_task_writes_and_resumes(tmp_path, ca
     parser = argparse.ArgumentParser()
     add_eval_arguments(parser)
     argv = ["--task", "classification", "--check", "lopo", "lds", "--subsets", "4", "--retrains", "1",
-            "--methods", "exact-a0.1-*", "grad-dot", "logra-random-r4-a0.1-relatif", "--out", str(tmp_path)]
+            "--methods", "exact-a0.1-*", "grad-dot", "logra-random-r4-a0.1-relatif", "--out", str(tmp_path),
+            "--stability-seeds", "2", "--stability-method", "logra-random-r4-true-a0.1-dot"]
     assert run_eval(parser.parse_args(argv)) == 0
     results = json.loads((tmp_path / "results.json").read_text())
+    stability = results["stability"]
+    assert (stability["method"], stability["seeds"], stability["labels_redrawn"]) == (
+        "logra-random-r4-true-a0.1-dot", [0, 1], True)
+    assert "projection seeds and sampled labels [0, 1]" in (tmp_path / "results.md").read_text()
     assert set(results["lopo"]["methods"]) == {"exact-a0.1-dot", "exact-a0.1-relatif", "grad-dot",
                                                "logra-random-r4-a0.1-relatif"}
     assert results["run"]["retrains_done"] == 4 + 7  # subsets, then everyone and six providers left out
@@ -264,6 +270,10 @@ def test_eval_command_on_the_classification_task_writes_and_resumes(tmp_path, ca
     assert again["run"]["retrains_done"] == 0
     assert again["lds"] == results["lds"] and again["lopo"] == results["lopo"]
     assert "resuming: 11 retrains" in capsys.readouterr().out
+
+    unknown = [*argv[:-1], "logra-r4-dot"]
+    with pytest.raises(SystemExit, match="no method is named logra-r4-dot; names look like"):
+        run_eval(parser.parse_args(unknown))
 
 
 @pytest.mark.slow
