@@ -115,8 +115,8 @@ def headline_methods(plan: SuitePlan) -> list[Method]:
     ]
     if not plan.classifier:  # a language model: does tracking its (tied) head and embedding move credit?
         variants += [chosen.model_copy(update={"embeddings": e}) for e in ("head", "both")]
-    if chosen.fisher == "true":  # do twice the sampled labels buy better or steadier credit?
-        variants.append(chosen.model_copy(update={"samples": 2 * chosen.samples}))
+    if chosen.fisher == "true" and chosen.samples > 1:  # does half the sampled labels' cost buy as good credit?
+        variants.append(chosen.model_copy(update={"samples": chosen.samples // 2}))
     return _unique([*peers, *full, *variants])
 
 

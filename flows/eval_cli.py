@@ -30,7 +30,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         "(PCA init: N calibration halves) (default: 5 on the real tasks, 0 elsewhere)")
     parser.add_argument("--stability-method", metavar="NAME",
                         help="the method whose stability is measured (default: the shipped defaults, "
-                        "e.g. logra-pca-r16-true4-a0.1-dot on austen)")
+                        "e.g. logra-pca-r16-true8-a0.1-dot on austen)")
     parser.add_argument("--subsets", type=int, help="LDS: random half-subsets M (default: per task)")
     parser.add_argument("--retrains", type=int, help="retrains R per subset, provider and removal (default: per task)")
     parser.add_argument("--top-k", type=int, help="brittleness: examples removed per query (default: 10)")

@@ -149,7 +149,7 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
         default=ProjectionConfig(),
         description="LoGra projection of a NEW store; an existing store keeps its own (another needs a new workspace)",
     ),
-    # The core's defaults (four sampled labels per token; docs/evaluation.md says why).
+    # The core's defaults (eight sampled labels per token; docs/evaluation.md says why).
     "fisher": dict(default=FisherConfig(), description="Fisher estimator of a NEW store (an existing store keeps "
                    "its own); damping applies at the next refresh"),
     "calibration_examples": dict(

@@ -240,8 +240,8 @@ def test_head_variants_add_the_tied_head_and_embedding_to_the_shipped_selection(
     with pytest.raises(ValueError, match="no LM head"):
         with_embeddings(ProjectionConfig(), tiny_mlp(), "head")
     names = {m.name for m in headline_methods(PLANS["austen"])}
-    assert {"logra-pca-r16-true4-a0.1-dot-head", "logra-pca-r16-true4-a0.1-dot-head-emb"} <= names
-    assert "logra-pca-r16-true8-a0.1-dot" in names  # twice the shipped sampled labels, beside them
+    assert {"logra-pca-r16-true8-a0.1-dot-head", "logra-pca-r16-true8-a0.1-dot-head-emb"} <= names
+    assert "logra-pca-r16-true4-a0.1-dot" in names  # half the shipped sampled labels, beside them
     assert not any(n.endswith("-head") for n in (m.name for m in all_methods(PLANS["breast-cancer"])))
 
 

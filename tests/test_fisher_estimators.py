@@ -76,7 +76,7 @@ def test_exact_fisher_needs_a_classifier():
 def test_the_default_estimator_is_exact_for_a_classifier_and_sampled_labels_for_a_language_model():
     assert FisherConfig().estimator == "auto"
     assert FisherConfig().resolved(classifier=True).estimator == "exact"
-    assert FisherConfig().resolved(classifier=False) == FisherConfig(estimator="true", samples=4)
+    assert FisherConfig().resolved(classifier=False) == FisherConfig(estimator="true", samples=8)
     model, batch = classifier_and_batch()
     with LoGra(model, ProjectionConfig(init="random", rank_in=3, rank_out=2)) as logra:
         auto = logra.log_batch(batch, ClassificationObjective())
@@ -85,7 +85,7 @@ def test_the_default_estimator_is_exact_for_a_classifier_and_sampled_labels_for_
     batch = lm_batch([5, 3])
     with LoGra(tiny_gpt2(), ProjectionConfig(init="random", rank_in=2, rank_out=2)) as logra:
         auto = logra.log_batch(batch)
-        sampled = logra.log_batch(batch, fisher=FisherConfig(estimator="true", samples=4))
+        sampled = logra.log_batch(batch, fisher=FisherConfig(estimator="true", samples=8))
     torch.testing.assert_close(auto.fisher_rows, sampled.fisher_rows, rtol=0, atol=0)
 
 
