@@ -77,7 +77,7 @@ def stability_note(report: Report) -> str:
                 "uncertainty only (`dataworth stability` measures it; the nightly run does when it is due).")
     variants = ", ".join(str(v) for v in stability.variants)
     text = (
-        f"Stability: redrawing the {stability.redrawn()} ({variants}) gives provider credit that agrees at "
+        f"Stability: redrawing the {stability.redrawn(plural=True)} ({variants}) gives provider credit that agrees at "
         f"Spearman {stability.spearman_mean:.2f} on average (lowest {stability.spearman_min:.2f}); shares moved by "
         f"a median of {stability.share_spread_median:.1%} across them"
     )

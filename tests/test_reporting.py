@@ -224,7 +224,7 @@ def test_markdown_has_provenance_and_every_provider(built):
                   "max_length | 256", "precision | fp32", '"bos": "add"', '"text_start": ["<|e|>"]', '"samples": 4'):
         assert value in unescaped
     assert "<script>" not in text  # untrusted snippets stay inert
-    assert "Spearman 0.93" in text and "projection seed (0, 1, 2)" in text
+    assert "Spearman 0.93" in text and "projection seeds (0, 1, 2)" in text
     assert f"p99 {report.queries[0].score_quantiles['p99']:.4g}" in text
 
 
