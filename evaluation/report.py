@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from scoring.results import VARIES_PLURAL
+from scoring.results import redrawn_words
 
 from .brittleness import RANDOM
 
@@ -105,8 +105,7 @@ def render_markdown(results: dict) -> str:
         parts.append(f"**`{name}` was not run: {reason}.**")
     if "stability" in results:
         st = results["stability"]
-        redrawn = VARIES_PLURAL[st.get("varies", "projection seed")]
-        redrawn += " and sampled labels" if st.get("labels_redrawn") else ""
+        redrawn = redrawn_words(st.get("varies", "projection seed"), st.get("labels_redrawn", False), plural=True)
         parts.append(f"Stability of `{st['method']}`: mean Spearman of the query x provider credit between "
                      f"{redrawn} {st['seeds']}: {st['spearman_mean']:.3f} (min {st['spearman_min']:.3f}).")
     for check, field, title in (("lds", "lds", "LDS"), ("lopo", "spearman", "LOPO ρ per query")):

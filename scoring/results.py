@@ -12,6 +12,12 @@ Varies = Literal["projection seed", "calibration half"]
 VARIES_PLURAL: dict[str, str] = {"projection seed": "projection seeds", "calibration half": "calibration halves"}
 
 
+def redrawn_words(varies: str, labels_redrawn: bool, plural: bool = False) -> str:
+    """What stability variants redraw, in words: "calibration halves and the sampled labels"."""
+    what = VARIES_PLURAL[varies] if plural else varies
+    return f"{what} and the sampled labels" if labels_redrawn else what
+
+
 class Stability(BaseModel):
     """Agreement of provider credits when the projection is redrawn: the noise the bootstrap over
     queries cannot see. Random init redraws the seed; PCA init, which has no seed, redraws the half
@@ -34,6 +40,4 @@ class Stability(BaseModel):
     labels_redrawn: bool = False
 
     def redrawn(self, plural: bool = False) -> str:
-        """What the variants redraw, in words: "calibration halves and the sampled labels"."""
-        what = VARIES_PLURAL[self.varies] if plural else self.varies
-        return f"{what} and the sampled labels" if self.labels_redrawn else what
+        return redrawn_words(self.varies, self.labels_redrawn, plural)

@@ -259,7 +259,7 @@ def test_eval_command_on_the_classification_task_writes_and_resumes(tmp_path, ca
     stability = results["stability"]
     assert (stability["method"], stability["seeds"], stability["labels_redrawn"]) == (
         "logra-random-r4-true-a0.1-dot", [0, 1], True)
-    assert "projection seeds and sampled labels [0, 1]" in (tmp_path / "results.md").read_text()
+    assert "projection seeds and the sampled labels [0, 1]" in (tmp_path / "results.md").read_text()
     assert set(results["lopo"]["methods"]) == {"exact-a0.1-dot", "exact-a0.1-relatif", "grad-dot",
                                                "logra-random-r4-a0.1-relatif"}
     assert results["run"]["retrains_done"] == 4 + 7  # subsets, then everyone and six providers left out
